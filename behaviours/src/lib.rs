@@ -1,0 +1,21 @@
+//! # plexus-behaviours: the protocols that ship with plexus
+//!
+//! Each module is one behaviour — a [`NetworkBehavior`](plexus_network::NetworkBehavior)
+//! with, where it needs one, a per-connection
+//! [`ConnectionHandler`](plexus_network::ConnectionHandler) — laid out as
+//! `mod.rs` (docs, `Config`, `Event`), `behaviour.rs`, `handler.rs` and
+//! `protocol.rs` (wire messages). Users write `ping::Behaviour`,
+//! `ping::Config`, `ping::Event`.
+//!
+//! - [`ping`]: liveness and round-trip time of every connection.
+//!
+//! Default service ids are in [`services`]; each `Config` can change its own.
+
+pub mod ping;
+
+/// The service ids the shipped behaviours use by default.
+pub mod services {
+    use plexus_network::ServiceId;
+    /// [`crate::ping`].
+    pub const PING: ServiceId = ServiceId(1);
+}

@@ -1,0 +1,148 @@
+//! Node-wide ping state: RTT statistics per connection.
+
+use super::handler::{Handler, HandlerOut};
+use super::{Config, ConnStats, Event, Message, Request, Response, RttStats};
+use plexus_network::{
+    Answer, BehaviorAgent, ConnId, ConnectionHandler, ConnectionInfo, NetworkBehavior, NodeId,
+    ServiceId,
+};
+use std::collections::BTreeMap;
+
+/// The ping behaviour. See the [module docs](super).
+#[derive(Debug)]
+pub struct Behaviour {
+    config: Config,
+    conns: BTreeMap<ConnId, ConnStats>,
+}
+
+impl Behaviour {
+    /// A ping behaviour with these settings.
+    pub fn new(config: Config) -> Self {
+        Behaviour {
+            config,
+            conns: BTreeMap::new(),
+        }
+    }
+
+    /// Statistics of every open connection, in `ConnId` order.
+    pub fn stats(&self) -> impl Iterator<Item = &ConnStats> + '_ {
+        self.conns.values()
+    }
+
+    /// Statistics of one connection.
+    pub fn conn_stats(&self, conn: ConnId) -> Option<&ConnStats> {
+        self.conns.get(&conn)
+    }
+
+    fn opened(&mut self, info: ConnectionInfo) -> Option<Box<dyn ConnectionHandler<Self>>> {
+        self.conns.insert(
+            info.conn,
+            ConnStats {
+                peer: info.node,
+                conn: info.conn,
+                rtt: None,
+            },
+        );
+        Some(Box::new(Handler::new(&self.config)))
+    }
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::new(Config::default())
+    }
+}
+
+impl NetworkBehavior for Behaviour {
+    type Msg = Message;
+    type HandlerEvent = ();
+    type BehaviorEvent = HandlerOut;
+    type Event = Event;
+    type Request = Request;
+    type Response = Response;
+
+    fn service_id(&self) -> ServiceId {
+        self.config.service
+    }
+
+    fn on_incoming_connection_connected(
+        &mut self,
+        _agent: &mut BehaviorAgent<'_, Self>,
+        conn: ConnectionInfo,
+    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
+        self.opened(conn)
+    }
+
+    fn on_outgoing_connection_connected(
+        &mut self,
+        _agent: &mut BehaviorAgent<'_, Self>,
+        conn: ConnectionInfo,
+    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
+        self.opened(conn)
+    }
+
+    fn on_incoming_connection_disconnected(
+        &mut self,
+        _agent: &mut BehaviorAgent<'_, Self>,
+        conn: ConnectionInfo,
+    ) {
+        self.conns.remove(&conn.conn);
+    }
+
+    fn on_outgoing_connection_disconnected(
+        &mut self,
+        _agent: &mut BehaviorAgent<'_, Self>,
+        conn: ConnectionInfo,
+    ) {
+        self.conns.remove(&conn.conn);
+    }
+
+    fn on_handler_event(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        node: NodeId,
+        conn: ConnId,
+        event: HandlerOut,
+    ) {
+        match event {
+            HandlerOut::Rtt(rtt) => {
+                if let Some(s) = self.conns.get_mut(&conn) {
+                    match &mut s.rtt {
+                        Some(r) => r.record(rtt),
+                        None => s.rtt = Some(RttStats::first(rtt)),
+                    }
+                }
+                if self.config.emit_rtt {
+                    agent.emit(Event {
+                        peer: node,
+                        conn,
+                        result: Ok(rtt),
+                    });
+                }
+            }
+            HandlerOut::Failed(failure) => {
+                agent.emit(Event {
+                    peer: node,
+                    conn,
+                    result: Err(failure),
+                });
+                if self.config.close_on_failure {
+                    agent.close(conn);
+                }
+            }
+        }
+    }
+
+    fn on_rpc(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        req: Request,
+        answer: Answer<Response>,
+    ) {
+        match req {
+            Request::Stats => {
+                agent.answer(answer, Response::Stats(self.conns.values().copied().collect()))
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! # plexus-router: routing tables for plexus
+//!
+//! Implementations of [`RouterTable`](plexus_network::RouterTable), the
+//! injectable table the core asks where every message goes:
+//! - [`StaticRouter`]: routes set by hand (or computed from a known graph
+//!   with [`StaticRouter::from_graph`]); closest-key and nearest-service
+//!   over the nodes it knows. For fixed topologies and tests.
+//!
+//! Routers are shared (`Arc`) between the core, which reads them on every
+//! message, and whoever updates them; reads take a `parking_lot` read lock.
+
+mod service_set;
+mod static_router;
+
+pub use service_set::ServiceSet;
+pub use static_router::StaticRouter;
