@@ -76,7 +76,10 @@ impl FromStr for Address {
             rest: rest.to_string(),
             why,
         };
-        let sock = || rest.parse::<SocketAddr>().map_err(|e| invalid(e.to_string()));
+        let sock = || {
+            rest.parse::<SocketAddr>()
+                .map_err(|e| invalid(e.to_string()))
+        };
         match scheme {
             "mem" => rest
                 .parse::<u64>()
@@ -96,7 +99,12 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for s in ["quic://127.0.0.1:7000", "tcp://[::1]:9", "mem://5", "webrtc://10.0.0.1:1"] {
+        for s in [
+            "quic://127.0.0.1:7000",
+            "tcp://[::1]:9",
+            "mem://5",
+            "webrtc://10.0.0.1:1",
+        ] {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
         }
@@ -104,8 +112,17 @@ mod tests {
 
     #[test]
     fn rejects_with_reasons() {
-        assert!(matches!("127.0.0.1:1".parse::<Address>(), Err(AddressParseError::MissingScheme(_))));
-        assert!(matches!("udp://127.0.0.1:1".parse::<Address>(), Err(AddressParseError::UnknownScheme(_))));
-        assert!(matches!("quic://nope".parse::<Address>(), Err(AddressParseError::Invalid { .. })));
+        assert!(matches!(
+            "127.0.0.1:1".parse::<Address>(),
+            Err(AddressParseError::MissingScheme(_))
+        ));
+        assert!(matches!(
+            "udp://127.0.0.1:1".parse::<Address>(),
+            Err(AddressParseError::UnknownScheme(_))
+        ));
+        assert!(matches!(
+            "quic://nope".parse::<Address>(),
+            Err(AddressParseError::Invalid { .. })
+        ));
     }
 }

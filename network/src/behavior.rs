@@ -595,7 +595,8 @@ impl<B: NetworkBehavior> Slot<B> {
                     }
                 }
                 Action::SendConn { conn, msg, opts } => {
-                    if let Some((header, frame)) = encode(env, service, RouteRule::Direct, &msg, opts)
+                    if let Some((header, frame)) =
+                        encode(env, service, RouteRule::Direct, &msg, opts)
                     {
                         env.out.push_back(CoreAction::SendConn {
                             conn,
@@ -703,13 +704,19 @@ fn encode<M: Serialize>(
     let mut buf = match postcard::to_extend(msg, buf) {
         Ok(b) => b,
         Err(e) => {
-            log::warn!("node {}: {service}: message not serialisable: {e}", env.local);
+            log::warn!(
+                "node {}: {service}: message not serialisable: {e}",
+                env.local
+            );
             return None;
         }
     };
     let payload_len = buf.len() - HEADER_LEN;
     let Ok(len) = u32::try_from(payload_len) else {
-        log::warn!("node {}: {service}: message of {payload_len} bytes too large", env.local);
+        log::warn!(
+            "node {}: {service}: message of {payload_len} bytes too large",
+            env.local
+        );
         return None;
     };
     let header = Header {
@@ -786,7 +793,9 @@ impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
         conn: ConnId,
         err: &OutgoingConnectionError,
     ) {
-        self.with_behavior(env, |b, a| b.on_outgoing_connection_error(a, node, conn, err));
+        self.with_behavior(env, |b, a| {
+            b.on_outgoing_connection_error(a, node, conn, err)
+        });
     }
 
     fn on_message(

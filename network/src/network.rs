@@ -29,7 +29,8 @@
 //!   them, which the drive loop does after every input.
 
 use crate::behavior::{
-    ConnectionInfo, ConnectionRejectReason, Env, ErasedBehavior, OutgoingConnectionError, Slot,
+    ConnectionInfo, ConnectionRejectReason, Env, ErasedBehavior, OutgoingConnectionError,
+    SendOptions, Slot,
 };
 use crate::wire::{self, DecodeError, Frame, Header, HEADER_LEN};
 use crate::{
@@ -557,13 +558,19 @@ impl Network {
     ) -> Result<ConnId, ConnectionRejectReason> {
         self.now = now;
         if self.conns.len() + self.pending.len() >= self.config.max_connections {
-            log::debug!("node {}: incoming from {node} refused: connection limit", self.local);
+            log::debug!(
+                "node {}: incoming from {node} refused: connection limit",
+                self.local
+            );
             return Err(ConnectionRejectReason::ConnectionLimit);
         }
         let conn = self.alloc_conn();
         for b in &mut self.behaviors {
             if let Err(r) = b.check_connection(Direction::Incoming, node, conn) {
-                log::debug!("node {}: incoming {conn} from {node} refused: {r}", self.local);
+                log::debug!(
+                    "node {}: incoming {conn} from {node} refused: {r}",
+                    self.local
+                );
                 return Err(r);
             }
         }
@@ -606,7 +613,10 @@ impl Network {
         }
         for i in 0..self.behaviors.len() {
             if let Err(r) = self.behaviors[i].check_connection(Direction::Outgoing, node, conn) {
-                log::debug!("node {}: outgoing {conn} to {node} refused: {r}", self.local);
+                log::debug!(
+                    "node {}: outgoing {conn} to {node} refused: {r}",
+                    self.local
+                );
                 self.outputs.push_back(Output::Close {
                     conn,
                     reason: CloseReason::Rejected(r.clone()),
@@ -633,7 +643,10 @@ impl Network {
         self.now = now;
         match self.pending.remove(&conn) {
             Some((node, addr)) => {
-                log::debug!("node {}: dial {conn} to {node} at {addr} failed: {err}", self.local);
+                log::debug!(
+                    "node {}: dial {conn} to {node} at {addr} failed: {err}",
+                    self.local
+                );
                 self.outgoing_error(node, conn, err);
             }
             None => log::debug!("node {}: failure for unknown dial {conn}", self.local),
@@ -681,7 +694,12 @@ impl Network {
                     let mut out = bytes.to_vec();
                     wire::set_ttl(&mut out, h.ttl - 1);
                     self.stats.forwarded += 1;
-                    log::trace!("node {}: forward {} from {} to {hop}", self.local, h.rule, h.source);
+                    log::trace!(
+                        "node {}: forward {} from {} to {hop}",
+                        self.local,
+                        h.rule,
+                        h.source
+                    );
                     self.send_to_hop(hop, &h, out);
                 }
             }
@@ -699,26 +717,37 @@ impl Network {
         rule: RouteRule,
         msg: &M,
     ) -> Result<(), SendError> {
+        self.send_with(now, service, rule, msg, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with options (TTL, reliability).
+    pub fn send_with<M: Serialize>(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        rule: RouteRule,
+        msg: &M,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
         self.now = now;
         let mut buf = vec![0u8; HEADER_LEN];
         buf = postcard::to_extend(msg, buf).map_err(|e| SendError::Encode(e.to_string()))?;
         let len = buf.len() - HEADER_LEN;
-        if len > self.config.max_payload {
-            return Err(SendError::Oversized {
-                len,
-                max: self.config.max_payload,
-            });
-        }
+        let max = self.config.max_payload;
+        let len32 = match u32::try_from(len) {
+            Ok(l) if len <= max => l,
+            _ => return Err(SendError::Oversized { len, max }),
+        };
         let header = Header {
             service,
             rule,
-            ttl: self.config.default_ttl,
+            ttl: opts.ttl.unwrap_or(self.config.default_ttl),
             source: self.local,
-            unreliable: false,
+            unreliable: opts.unreliable,
         };
-        // `len` fits in u32: it is at most `max_payload`, itself checked below u32::MAX at use.
-        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes(len as u32));
-        self.actions.push_back(CoreAction::Route { header, frame: buf });
+        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes(len32));
+        self.actions
+            .push_back(CoreAction::Route { header, frame: buf });
         self.run_actions();
         Ok(())
     }
@@ -810,7 +839,10 @@ impl Network {
             info.node
         );
         self.conns.insert(info.conn, info);
-        self.neighbours.entry(info.node).or_default().push(info.conn);
+        self.neighbours
+            .entry(info.node)
+            .or_default()
+            .push(info.conn);
         for i in 0..self.behaviors.len() {
             self.with_slot(i, |b, env| b.on_connected(env, info));
         }
@@ -835,7 +867,11 @@ impl Network {
             return;
         }
         if let Some(info) = self.remove_conn(conn) {
-            log::debug!("node {}: closing {conn} to {}: {reason}", self.local, info.node);
+            log::debug!(
+                "node {}: closing {conn} to {}: {reason}",
+                self.local,
+                info.node
+            );
             self.outputs.push_back(Output::Close { conn, reason });
             self.disconnected(info);
         }

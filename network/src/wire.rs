@@ -284,11 +284,17 @@ mod tests {
 
         assert!(matches!(
             Frame::decode(&good[..10], 1024),
-            Err(DecodeError::Truncated { needed: 25, got: 10 })
+            Err(DecodeError::Truncated {
+                needed: 25,
+                got: 10
+            })
         ));
         assert!(matches!(
             Frame::decode(&good[..27], 1024),
-            Err(DecodeError::Truncated { needed: 29, got: 27 })
+            Err(DecodeError::Truncated {
+                needed: 29,
+                got: 27
+            })
         ));
         assert!(matches!(
             Frame::decode(&good, 3),
@@ -296,14 +302,23 @@ mod tests {
         ));
         let mut bad = good.clone();
         bad[0] = 2;
-        assert_eq!(Frame::decode(&bad, 1024), Err(DecodeError::UnknownVersion(2)));
-        assert_eq!(Frame::decode(&[9], 1024), Err(DecodeError::UnknownVersion(9)));
+        assert_eq!(
+            Frame::decode(&bad, 1024),
+            Err(DecodeError::UnknownVersion(2))
+        );
+        assert_eq!(
+            Frame::decode(&[9], 1024),
+            Err(DecodeError::UnknownVersion(9))
+        );
         let mut bad = good.clone();
         bad[1] = 0b10;
         assert_eq!(Frame::decode(&bad, 1024), Err(DecodeError::UnknownFlags(2)));
         let mut bad = good.clone();
         bad[3] = 4;
-        assert_eq!(Frame::decode(&bad, 1024), Err(DecodeError::UnknownRouteKind(4)));
+        assert_eq!(
+            Frame::decode(&bad, 1024),
+            Err(DecodeError::UnknownRouteKind(4))
+        );
         let mut bad = good.clone();
         bad[3] = 0;
         assert_eq!(

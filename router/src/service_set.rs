@@ -68,7 +68,10 @@ mod tests {
         assert!(s.contains(ServiceId(255)) && s.contains(ServiceId(64)));
         assert!(!s.contains(ServiceId(1)));
         s.remove(ServiceId(64));
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![ServiceId(0), ServiceId(63), ServiceId(255)]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![ServiceId(0), ServiceId(63), ServiceId(255)]
+        );
         assert!(!s.is_empty());
         assert!(ServiceSet::EMPTY.is_empty());
     }

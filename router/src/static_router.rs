@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(r.path_to_key(NodeId(0b0001)), RouteAction::Local);
 
         let s = ServiceId(5);
-        assert_eq!(r.path_to_service(s), RouteAction::Reject(RejectReason::NoService));
+        assert_eq!(
+            r.path_to_service(s),
+            RouteAction::Reject(RejectReason::NoService)
+        );
         r.set_services(NodeId(8), [s].into_iter().collect());
         assert_eq!(r.path_to_service(s), RouteAction::Next(NodeId(2)));
         r.add_local_service(s);

@@ -140,9 +140,10 @@ impl NetworkBehavior for Behaviour {
         answer: Answer<Response>,
     ) {
         match req {
-            Request::Stats => {
-                agent.answer(answer, Response::Stats(self.conns.values().copied().collect()))
-            }
+            Request::Stats => agent.answer(
+                answer,
+                Response::Stats(self.conns.values().copied().collect()),
+            ),
         }
     }
 }

@@ -85,7 +85,11 @@ impl ConnectionHandler<Behaviour> for Handler {
                 // Only answers to pings this handler sent count: a pong from
                 // the future or for an unsent sequence number is ignored.
                 if sent_at_us > now.as_micros() || seq > self.seq || seq == 0 {
-                    log::debug!("{}: ping: bogus pong from {}", agent.conn(), agent.remote_node());
+                    log::debug!(
+                        "{}: ping: bogus pong from {}",
+                        agent.conn(),
+                        agent.remote_node()
+                    );
                     return;
                 }
                 let rtt = now - Instant::from_micros(sent_at_us);

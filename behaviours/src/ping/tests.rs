@@ -43,7 +43,10 @@ fn measures_rtt_of_twice_the_latency() {
         .filter_map(|(_, _, e)| e.result.ok())
         .collect();
     assert!(rtts.len() >= 4, "{events:?}");
-    assert!(rtts.iter().all(|r| *r == Duration::from_millis(30)), "{rtts:?}");
+    assert!(
+        rtts.iter().all(|r| *r == Duration::from_millis(30)),
+        "{rtts:?}"
+    );
 
     let Some(Response::Stats(stats)) = sim.rpc::<Behaviour>(a, Request::Stats).unwrap() else {
         panic!("stats answered at once");
@@ -81,9 +84,17 @@ fn reports_a_dead_neighbour_within_the_timeout_and_closes() {
     let (at, at_node, ev) = &failures[0];
     assert_eq!((*at_node, ev.peer), (a, b));
     let tick = sim.node(a).unwrap().config().tick_interval;
-    assert!(*at - killed_at <= timeout + tick, "detected after {:?}", *at - killed_at);
+    assert!(
+        *at - killed_at <= timeout + tick,
+        "detected after {:?}",
+        *at - killed_at
+    );
     assert!(*at - killed_at > timeout - Duration::from_secs(1));
-    assert_eq!(sim.node(a).unwrap().connections().count(), 0, "closed on failure");
+    assert_eq!(
+        sim.node(a).unwrap().connections().count(),
+        0,
+        "closed on failure"
+    );
 }
 
 #[test]
@@ -103,7 +114,10 @@ fn a_neighbour_that_answers_again_recovers() {
     sim.run_for(Duration::from_secs(3)).unwrap();
     let events = ping_events(&mut sim);
     let a_events: Vec<_> = events.iter().filter(|(_, n, _)| *n == a).collect();
-    let fail = a_events.iter().position(|(_, _, e)| e.result.is_err()).expect("a failure");
+    let fail = a_events
+        .iter()
+        .position(|(_, _, e)| e.result.is_err())
+        .expect("a failure");
     assert!(
         a_events[fail..].iter().any(|(_, _, e)| e.result.is_ok()),
         "RTTs again after the heal"

@@ -631,9 +631,8 @@ impl Sim {
     }
 
     fn node_seed(&self, id: NodeId, incarnation: u32) -> u64 {
-        let mut r = Rng::new(
-            self.config.seed ^ id.0.rotate_left(17) ^ (u64::from(incarnation) << 48),
-        );
+        let mut r =
+            Rng::new(self.config.seed ^ id.0.rotate_left(17) ^ (u64::from(incarnation) << 48));
         r.next_u64()
     }
 
@@ -646,7 +645,11 @@ impl Sim {
             return;
         };
         let net = (n.factory)(id, seed);
-        assert_eq!(net.local_node(), id, "the factory built a core with another id");
+        assert_eq!(
+            net.local_node(),
+            id,
+            "the factory built a core with another id"
+        );
         n.net = Some(net);
         n.wake = None;
         n.conns.clear();
@@ -734,7 +737,8 @@ impl Sim {
                         return;
                     }
                 };
-                self.hash.u64(0x434f_4e4e ^ id.0 ^ target.0.rotate_left(1) ^ conn.0);
+                self.hash
+                    .u64(0x434f_4e4e ^ id.0 ^ target.0.rotate_left(1) ^ conn.0);
                 self.trace_line(id, || format!("dial {node} at {addr} as {conn}"));
                 if let Some(n) = self.nodes.get_mut(&id) {
                     n.conns.insert(
@@ -806,7 +810,10 @@ impl Sim {
             Output::Dropped(report) => {
                 self.hash.u64(0x4452_4f50 ^ id.0 ^ report.source.0);
                 self.trace_line(id, || {
-                    format!("drop {} from {}: {}", report.service, report.source, report.reason)
+                    format!(
+                        "drop {} from {}: {}",
+                        report.service, report.source, report.reason
+                    )
                 });
                 self.report.drops.push((now, id, report));
             }
@@ -826,7 +833,8 @@ impl Sim {
             return;
         };
         self.report.frames_sent += 1;
-        self.hash.u64(now.as_micros() ^ id.0.rotate_left(7) ^ conn.0);
+        self.hash
+            .u64(now.as_micros() ^ id.0.rotate_left(7) ^ conn.0);
         self.hash.write(&frame);
         let link = self.link(id, to);
         if self.rng.chance(link.loss) {
@@ -908,9 +916,11 @@ impl Sim {
                     );
                     return;
                 };
-                let res = self.nodes.get_mut(&to).and_then(|n| n.net.as_mut()).map(|net| {
-                    net.handle_incoming(now, from, Some(Address::Memory(from.0)))
-                });
+                let res = self
+                    .nodes
+                    .get_mut(&to)
+                    .and_then(|n| n.net.as_mut())
+                    .map(|net| net.handle_incoming(now, from, Some(Address::Memory(from.0))));
                 match res {
                     Some(Ok(conn)) => {
                         self.hash.u64(0x4143_4350 ^ to.0 ^ conn.0);
@@ -1025,7 +1035,10 @@ impl Sim {
                     return;
                 }
                 let open = self.alive_inc(to) == Some(inc)
-                    && self.nodes.get(&to).is_some_and(|n| n.conns.contains_key(&conn));
+                    && self
+                        .nodes
+                        .get(&to)
+                        .is_some_and(|n| n.conns.contains_key(&conn));
                 if !open {
                     self.report.frames_undeliverable += 1;
                     return;
