@@ -19,3 +19,8 @@ pub use plexus_transports as transports;
 
 pub use plexus_behaviours::ping;
 pub use plexus_network::*;
+
+/// The README's Rust blocks run as doctests, so the walkthrough stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

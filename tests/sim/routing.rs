@@ -97,8 +97,15 @@ fn ttl_five_is_dropped_and_the_drop_is_reported() {
     assert_eq!(received(&mut sim).len(), 1);
 }
 
-/// 50 nodes with random ids on a random graph, shortest-path tables.
-fn fifty(seed: u64) -> (Sim, Vec<NodeId>, Vec<Vec<usize>>, Vec<Arc<StaticRouter>>) {
+/// 50 nodes with random ids on a random graph, with shortest-path tables.
+struct Fifty {
+    sim: Sim,
+    ids: Vec<NodeId>,
+    adj: Vec<Vec<usize>>,
+    routers: Vec<Arc<StaticRouter>>,
+}
+
+fn fifty(seed: u64) -> Fifty {
     let mut rng = Rng::new(seed);
     let mut ids: Vec<NodeId> = Vec::new();
     while ids.len() < 50 {
@@ -113,12 +120,17 @@ fn fifty(seed: u64) -> (Sim, Vec<NodeId>, Vec<Vec<usize>>, Vec<Arc<StaticRouter>
     let mut sim = Sim::new(seed);
     add_nodes(&mut sim, &routers, |_| true);
     connect_edges(&mut sim, &ids, &edges);
-    (sim, ids, adj, routers)
+    Fifty {
+        sim,
+        ids,
+        adj,
+        routers,
+    }
 }
 
 #[test]
 fn closest_key_reaches_the_xor_closest_node_of_fifty() {
-    let (mut sim, ids, _, _) = fifty(50);
+    let Fifty { mut sim, ids, .. } = fifty(50);
     received(&mut sim);
     let mut rng = Rng::new(99);
     let mut expected = Vec::new();
@@ -150,7 +162,12 @@ fn closest_key_reaches_the_xor_closest_node_of_fifty() {
 
 #[test]
 fn service_routing_reaches_a_nearest_provider_of_fifty() {
-    let (mut sim, ids, adj, routers) = fifty(51);
+    let Fifty {
+        mut sim,
+        ids,
+        adj,
+        routers,
+    } = fifty(51);
     // Every node runs the probe, but the routers know only five providers
     // of its service (and each provider's own router says it runs it).
     let providers: Vec<usize> = vec![3, 11, 25, 38, 47];
