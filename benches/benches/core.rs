@@ -36,6 +36,15 @@ fn dispatch(c: &mut Criterion) {
     // Routed by node rule to this node, decoded, delivered to a behaviour.
     let frames: Vec<Vec<u8>> = (0..BATCH).map(|i| frame_to(NodeId(1), i)).collect();
     let (mut net, conn) = core_with_neighbours();
+    for f in &frames {
+        net.handle_frame(Instant::ZERO, conn, f);
+    }
+    assert_eq!(
+        net.behavior::<Sink>().unwrap().received,
+        BATCH,
+        "all delivered"
+    );
+    assert!(net.poll_output().is_none(), "nothing but deliveries");
     g.bench_function("deliver", |b| {
         b.iter(|| {
             for f in &frames {
@@ -44,11 +53,15 @@ fn dispatch(c: &mut Criterion) {
             while net.poll_output().is_some() {}
         })
     });
-    assert!(net.behavior::<Sink>().unwrap().received >= BATCH);
 
     // Routed by node rule to another node: TTL rewritten, queued for the next hop.
     let frames: Vec<Vec<u8>> = (0..BATCH).map(|i| frame_to(NodeId(4), i)).collect();
     let (mut net, conn) = core_with_neighbours();
+    for f in &frames {
+        net.handle_frame(Instant::ZERO, conn, f);
+    }
+    assert_eq!(net.stats().forwarded, BATCH, "all forwarded");
+    while net.poll_output().is_some() {}
     g.bench_function("forward", |b| {
         b.iter(|| {
             for f in &frames {
@@ -63,9 +76,56 @@ fn dispatch(c: &mut Criterion) {
             black_box(sent)
         })
     });
-    assert!(net.stats().forwarded >= BATCH);
     g.finish();
 }
 
-criterion_group!(benches, codec, dispatch);
+/// Lookups on a 10,000-entry distance-vector table.
+fn router(c: &mut Criterion) {
+    use plexus::router::dv::{DvRouter, RouteEntry};
+    use plexus::router::ServiceSet;
+    use plexus::{Rng, RouterTable, ServiceId};
+    let mut rng = Rng::new(1);
+    let ids: Vec<NodeId> = (0..10_000).map(|_| NodeId(rng.next_u64())).collect();
+    let services: ServiceSet = [ServiceId(5)].into_iter().collect();
+    let table = DvRouter::with_routes(
+        NodeId(rng.next_u64()),
+        ids.iter().enumerate().map(|(i, id)| {
+            (
+                *id,
+                RouteEntry {
+                    next_hop: ids[i % 8],
+                    metric: 1000 + (i as u32 % 97) * 100,
+                    hops: (i % 7) as u8 + 1,
+                    services: if i % 100 == 0 {
+                        services
+                    } else {
+                        ServiceSet::EMPTY
+                    },
+                },
+            )
+        }),
+    );
+    let keys: Vec<NodeId> = (0..1024).map(|_| NodeId(rng.next_u64())).collect();
+    let mut g = c.benchmark_group("router_10k");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("path_to_node", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            table.path_to_node(black_box(ids[i]))
+        })
+    });
+    g.bench_function("path_to_key", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            table.path_to_key(black_box(keys[i]))
+        })
+    });
+    g.bench_function("path_to_service", |b| {
+        b.iter(|| table.path_to_service(black_box(ServiceId(5))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, dispatch, router);
 criterion_main!(benches);

@@ -14,7 +14,7 @@
 //! - A handler exists for a connection from the moment its behaviour returns
 //!   it until `on_closed` is called; after `on_closed` it is dropped.
 
-use crate::network::{AppEvent, CoreAction, Incoming, RpcId};
+use crate::network::{AppEvent, CoreAction, Incoming, RouteChange, RpcId};
 use crate::wire::{Frame, Header, HEADER_LEN};
 use crate::{Address, ConnId, Direction, Instant, NodeId, Rng, RouteRule, ServiceId};
 use serde::de::DeserializeOwned;
@@ -241,6 +241,12 @@ pub trait NetworkBehavior: Send + 'static {
         );
     }
 
+    /// A route of this node's router changed (announced by the router's
+    /// own behaviour through [`BehaviorAgent::route_changed`]).
+    fn on_route_changed(&mut self, agent: &mut BehaviorAgent<'_, Self>, change: &RouteChange) {
+        let _ = (agent, change);
+    }
+
     /// A request from the application. Answer now or later with
     /// [`BehaviorAgent::answer`]. The default drops the request, so a
     /// behaviour with RPCs must implement this.
@@ -336,6 +342,7 @@ pub(crate) struct Env<'a> {
     pub(crate) local: NodeId,
     pub(crate) now: Instant,
     pub(crate) default_ttl: u8,
+    pub(crate) services: &'a [ServiceId],
     pub(crate) rng: &'a mut Rng,
     pub(crate) conns: &'a BTreeMap<ConnId, ConnectionInfo>,
     pub(crate) out: &'a mut VecDeque<CoreAction>,
@@ -372,6 +379,17 @@ impl<'a, B: NetworkBehavior + ?Sized> BehaviorAgent<'a, B> {
     /// One established connection.
     pub fn connection(&self, conn: ConnId) -> Option<&ConnectionInfo> {
         self.env.conns.get(&conn)
+    }
+    /// The services of every behaviour on this node, ascending.
+    pub fn local_services(&self) -> &[ServiceId] {
+        self.env.services
+    }
+    /// Tells every behaviour of this node (through
+    /// [`NetworkBehavior::on_route_changed`]) and the application (as
+    /// [`Output::RouteChanged`](crate::Output::RouteChanged)) that a route
+    /// changed. Routers call this; other behaviours have no need to.
+    pub fn route_changed(&mut self, change: RouteChange) {
+        self.env.out.push_back(CoreAction::RouteChanged(change));
     }
     /// Sends `msg` to this behaviour on the node(s) the rule resolves to.
     pub fn send(&mut self, rule: RouteRule, msg: B::Msg) {
@@ -529,6 +547,7 @@ pub(crate) trait ErasedBehavior: Send {
         id: RpcId,
         req: Box<dyn Any + Send>,
     ) -> Result<(), Box<dyn Any + Send>>;
+    fn on_route_changed(&mut self, env: &mut Env<'_>, change: &RouteChange);
 }
 
 /// One behaviour with its handlers and its typed action queue.
@@ -684,6 +703,7 @@ fn reborrow<'a>(env: &'a mut Env<'_>) -> Env<'a> {
         local: env.local,
         now: env.now,
         default_ttl: env.default_ttl,
+        services: env.services,
         rng: &mut *env.rng,
         conns: env.conns,
         out: &mut *env.out,
@@ -810,6 +830,7 @@ impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
             source: header.source,
             conn,
             rule: header.rule,
+            ttl: header.ttl,
             msg,
         };
         let info = conn.and_then(|c| env.conns.get(&c).copied());
@@ -837,5 +858,9 @@ impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
         };
         self.with_behavior(env, |b, a| b.on_rpc(a, *req, answer));
         Ok(())
+    }
+
+    fn on_route_changed(&mut self, env: &mut Env<'_>, change: &RouteChange) {
+        self.with_behavior(env, |b, a| b.on_route_changed(a, change));
     }
 }

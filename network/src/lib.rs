@@ -82,9 +82,9 @@ pub use behavior::{
 pub use id::{ConnId, Direction, NodeId, ServiceId};
 pub use network::{
     AppEvent, BuildError, CloseReason, ConnectError, DropReason, DropReport, Incoming, Network,
-    NetworkBuilder, NetworkConfig, NetworkStats, Output, RpcError, RpcId, SendError,
+    NetworkBuilder, NetworkConfig, NetworkStats, Output, RouteChange, RpcError, RpcId, SendError,
 };
 pub use rng::Rng;
-pub use route::{RejectReason, RouteAction, RouteRule, RouterTable};
+pub use route::{RejectReason, RouteAction, RouteInfo, RouteRule, RouterTable};
 pub use time::Instant;
 pub use wire::DecodeError;

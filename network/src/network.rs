@@ -54,8 +54,23 @@ pub struct Incoming<M> {
     pub conn: Option<ConnId>,
     /// The rule it was sent with.
     pub rule: RouteRule,
+    /// TTL left on arrival. With the sender's TTL `t`, it crossed `t - ttl + 1` links.
+    pub ttl: u8,
     /// The message.
     pub msg: M,
+}
+
+/// A route of the node's router changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteChange {
+    /// The destination.
+    pub dest: NodeId,
+    /// The new next hop; `None` when the destination became unreachable.
+    pub next_hop: Option<NodeId>,
+    /// The new metric (router-defined units); `None` when unreachable.
+    pub metric: Option<u32>,
+    /// The new hop count; `None` when unreachable.
+    pub hops: Option<u8>,
 }
 
 /// Identifies one application RPC; the answer repeats it.
@@ -220,6 +235,8 @@ pub enum Output {
     },
     /// A message died at this node.
     Dropped(DropReport),
+    /// A route changed (announced by the router's behaviour).
+    RouteChanged(RouteChange),
 }
 
 /// Counters of what the core did since it started.
@@ -352,6 +369,7 @@ pub(crate) enum CoreAction {
         id: RpcId,
         response: Box<dyn Any + Send>,
     },
+    RouteChanged(RouteChange),
 }
 
 /// Builds a [`Network`]: one call per behaviour.
@@ -404,6 +422,10 @@ impl NetworkBuilder {
             router: self.router,
             config: self.config,
             behaviors: self.behaviors,
+            service_list: (0..=255u8)
+                .map(ServiceId)
+                .filter(|s| services[s.0 as usize].is_some())
+                .collect(),
             services,
             conns: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -428,6 +450,8 @@ pub struct Network {
     behaviors: Vec<Box<dyn ErasedBehavior>>,
     /// Service id → index in `behaviors`.
     services: [Option<u16>; 256],
+    /// The services of `behaviors`, ascending.
+    service_list: Vec<ServiceId>,
     conns: BTreeMap<ConnId, ConnectionInfo>,
     /// Outgoing dials in flight: conn → (node, addr).
     pending: BTreeMap<ConnId, (NodeId, Address)>,
@@ -481,6 +505,11 @@ impl Network {
     /// Counters.
     pub fn stats(&self) -> NetworkStats {
         self.stats
+    }
+
+    /// The services of this node's behaviours, ascending.
+    pub fn services(&self) -> &[ServiceId] {
+        &self.service_list
     }
 
     /// Established connections, in `ConnId` order.
@@ -803,6 +832,7 @@ impl Network {
             local: self.local,
             now: self.now,
             default_ttl: self.config.default_ttl,
+            services: &self.service_list,
             rng: &mut self.rng,
             conns: &self.conns,
             out: &mut self.actions,
@@ -1017,6 +1047,12 @@ impl Network {
             CoreAction::Emit(ev) => self.outputs.push_back(Output::Event(ev)),
             CoreAction::Answer { id, response } => {
                 self.outputs.push_back(Output::RpcAnswer { id, response })
+            }
+            CoreAction::RouteChanged(change) => {
+                for i in 0..self.behaviors.len() {
+                    self.with_slot(i, |b, env| b.on_route_changed(env, &change));
+                }
+                self.outputs.push_back(Output::RouteChanged(change));
             }
         }
     }

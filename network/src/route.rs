@@ -60,6 +60,19 @@ pub enum RouteAction {
     Reject(RejectReason),
 }
 
+/// One row of a router's table, for status displays.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RouteInfo {
+    /// The destination.
+    pub dest: NodeId,
+    /// The neighbour to send through.
+    pub next_hop: NodeId,
+    /// The router's metric (lower is better; units are the router's).
+    pub metric: u32,
+    /// Hops to the destination.
+    pub hops: u8,
+}
+
 /// The routing table the core asks for every message that is not
 /// [`RouteRule::Direct`]. Injectable: the core holds it as
 /// `Arc<dyn RouterTable>`, so a router may be shared with the behaviour that
@@ -77,6 +90,10 @@ pub trait RouterTable: Send + Sync {
     /// Next hop towards the nearest node running `service`, or
     /// [`RouteAction::Local`] when this node runs it.
     fn path_to_service(&self, service: ServiceId) -> RouteAction;
+    /// A snapshot of the table, for status. The default is empty.
+    fn routes(&self) -> Vec<RouteInfo> {
+        Vec::new()
+    }
     /// Dispatches on the rule. [`RouteRule::Direct`] is always local.
     fn path_to(&self, rule: &RouteRule, service: ServiceId) -> RouteAction {
         match rule {

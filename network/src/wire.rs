@@ -233,6 +233,12 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// The service byte of a frame, without validating the rest (for counters
+/// and metrics; use [`Frame::decode`] for anything that acts on the frame).
+pub fn peek_service(frame: &[u8]) -> Option<ServiceId> {
+    frame.get(2).map(|s| ServiceId(*s))
+}
+
 /// Rewrites the TTL of an already validated frame in place (forwarding).
 ///
 /// Does nothing on a buffer shorter than a header, which a validated frame

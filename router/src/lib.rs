@@ -5,10 +5,14 @@
 //! - [`StaticRouter`]: routes set by hand (or computed from a known graph
 //!   with [`StaticRouter::from_graph`]); closest-key and nearest-service
 //!   over the nodes it knows. For fixed topologies and tests.
+//! - [`dv`]: a distance-vector router that learns node, key and service
+//!   routes from its neighbours, with RTT metrics, and repairs them when
+//!   nodes fail.
 //!
 //! Routers are shared (`Arc`) between the core, which reads them on every
 //! message, and whoever updates them; reads take a `parking_lot` read lock.
 
+pub mod dv;
 mod service_set;
 mod static_router;
 

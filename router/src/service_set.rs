@@ -32,7 +32,17 @@ impl ServiceSet {
 
     /// The services, ascending.
     pub fn iter(&self) -> impl Iterator<Item = ServiceId> + '_ {
-        (0..=255u8).map(ServiceId).filter(|s| self.contains(*s))
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                Some(ServiceId((w as u32 * 64 + b) as u8))
+            })
+        })
     }
 
     /// The raw bitmap (for compact wire encodings).

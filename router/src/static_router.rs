@@ -2,7 +2,7 @@
 
 use crate::ServiceSet;
 use parking_lot::RwLock;
-use plexus_network::{NodeId, RejectReason, RouteAction, RouterTable, ServiceId};
+use plexus_network::{NodeId, RejectReason, RouteAction, RouteInfo, RouterTable, ServiceId};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -135,6 +135,20 @@ impl StaticRouter {
 }
 
 impl RouterTable for StaticRouter {
+    fn routes(&self) -> Vec<RouteInfo> {
+        self.table
+            .read()
+            .routes
+            .iter()
+            .map(|(dest, r)| RouteInfo {
+                dest: *dest,
+                next_hop: r.next_hop,
+                metric: r.cost,
+                hops: u8::try_from(r.cost).unwrap_or(u8::MAX),
+            })
+            .collect()
+    }
+
     fn path_to_node(&self, dest: NodeId) -> RouteAction {
         if dest == self.local {
             return RouteAction::Local;

@@ -4,5 +4,6 @@
 mod agents;
 mod common;
 mod determinism;
+mod dv;
 mod ping_scale;
 mod routing;

@@ -212,6 +212,12 @@ pub struct SimReport {
     pub connects: u64,
     /// Dials that failed.
     pub connect_failures: u64,
+    /// Frames handed to links, per service (the header's service byte).
+    pub frames_by_service: BTreeMap<ServiceId, u64>,
+    /// Bytes handed to links, per service.
+    pub bytes_by_service: BTreeMap<ServiceId, u64>,
+    /// Route changes announced by routers.
+    pub route_changes: u64,
     /// Messages the cores dropped, with where and when.
     pub drops: Vec<(Instant, NodeId, DropReport)>,
     /// FNV-1a hash over the whole trace.
@@ -817,6 +823,10 @@ impl Sim {
                 });
                 self.report.drops.push((now, id, report));
             }
+            Output::RouteChanged(change) => {
+                self.report.route_changes += 1;
+                self.hash.u64(0x5254_4348 ^ id.0 ^ change.dest.0);
+            }
         }
     }
 
@@ -833,6 +843,10 @@ impl Sim {
             return;
         };
         self.report.frames_sent += 1;
+        if let Some(s) = crate::wire::peek_service(&frame) {
+            *self.report.frames_by_service.entry(s).or_default() += 1;
+            *self.report.bytes_by_service.entry(s).or_default() += frame.len() as u64;
+        }
         self.hash
             .u64(now.as_micros() ^ id.0.rotate_left(7) ^ conn.0);
         self.hash.write(&frame);
