@@ -391,6 +391,11 @@ impl<'a, B: NetworkBehavior + ?Sized> BehaviorAgent<'a, B> {
     pub fn route_changed(&mut self, change: RouteChange) {
         self.env.out.push_back(CoreAction::RouteChanged(change));
     }
+    /// Records the measured round-trip time of a connection, shown in the
+    /// node's status ([`Network::connection_rtt`](crate::Network::connection_rtt)).
+    pub fn report_rtt(&mut self, conn: ConnId, rtt: std::time::Duration) {
+        self.env.out.push_back(CoreAction::Rtt { conn, rtt });
+    }
     /// Sends `msg` to this behaviour on the node(s) the rule resolves to.
     pub fn send(&mut self, rule: RouteRule, msg: B::Msg) {
         self.send_with(rule, msg, SendOptions::default());

@@ -71,6 +71,8 @@ mod route;
 mod time;
 pub mod wire;
 
+#[cfg(feature = "runtime")]
+pub mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
 

@@ -164,6 +164,8 @@ pub enum DropReason {
     BadPayload,
     /// It exceeds the node's maximum payload size.
     Oversized,
+    /// The connection's send queue was full (see the runtime's docs).
+    QueueFull(ConnId),
 }
 
 impl fmt::Display for DropReason {
@@ -176,6 +178,7 @@ impl fmt::Display for DropReason {
             DropReason::UnknownService => f.write_str("no behaviour for the service"),
             DropReason::BadPayload => f.write_str("payload does not decode"),
             DropReason::Oversized => f.write_str("payload over the maximum size"),
+            DropReason::QueueFull(c) => write!(f, "send queue of {c} full"),
         }
     }
 }
@@ -370,6 +373,10 @@ pub(crate) enum CoreAction {
         response: Box<dyn Any + Send>,
     },
     RouteChanged(RouteChange),
+    Rtt {
+        conn: ConnId,
+        rtt: Duration,
+    },
 }
 
 /// Builds a [`Network`]: one call per behaviour.
@@ -432,6 +439,7 @@ impl NetworkBuilder {
             neighbours: BTreeMap::new(),
             actions: VecDeque::new(),
             outputs: VecDeque::new(),
+            rtts: BTreeMap::new(),
             now: Instant::ZERO,
             next_tick: Instant::ZERO,
             next_conn: 0,
@@ -459,6 +467,8 @@ pub struct Network {
     neighbours: BTreeMap<NodeId, Vec<ConnId>>,
     actions: VecDeque<CoreAction>,
     outputs: VecDeque<Output>,
+    /// RTTs reported by behaviours, per established connection.
+    rtts: BTreeMap<ConnId, Duration>,
     now: Instant,
     next_tick: Instant,
     next_conn: u64,
@@ -758,9 +768,38 @@ impl Network {
         msg: &M,
         opts: SendOptions,
     ) -> Result<(), SendError> {
-        self.now = now;
         let mut buf = vec![0u8; HEADER_LEN];
         buf = postcard::to_extend(msg, buf).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.send_frame_buf(now, service, rule, buf, opts)
+    }
+
+    /// The application sends an already serialised payload (a behaviour's
+    /// postcard-encoded `Msg`): for drivers that serialise off the core's
+    /// thread.
+    pub fn send_payload(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        rule: RouteRule,
+        payload: &[u8],
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
+        buf.resize(HEADER_LEN, 0);
+        buf.extend_from_slice(payload);
+        self.send_frame_buf(now, service, rule, buf, opts)
+    }
+
+    /// Writes the header into `buf[..HEADER_LEN]` and routes the frame.
+    fn send_frame_buf(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        rule: RouteRule,
+        mut buf: Vec<u8>,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        self.now = now;
         let len = buf.len() - HEADER_LEN;
         let max = self.config.max_payload;
         let len32 = match u32::try_from(len) {
@@ -781,19 +820,49 @@ impl Network {
         Ok(())
     }
 
+    /// The driver could not queue a frame the core asked it to send: the
+    /// message is reported dropped ([`DropReason::QueueFull`]).
+    pub fn handle_send_failed(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        self.now = now;
+        if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
+            self.drop_msg(&h, DropReason::QueueFull(conn));
+        }
+    }
+
+    /// The smoothed RTT of a connection, as reported by a behaviour (ping
+    /// does) through [`BehaviorAgent::report_rtt`](crate::BehaviorAgent::report_rtt).
+    pub fn connection_rtt(&self, conn: ConnId) -> Option<Duration> {
+        self.rtts.get(&conn).copied()
+    }
+
     /// The application calls the RPC of the behaviour of type `B`.
     pub fn rpc<B: NetworkBehavior>(
         &mut self,
         now: Instant,
         req: B::Request,
     ) -> Result<RpcId, RpcError> {
+        self.rpc_by_type(now, TypeId::of::<B>(), Box::new(req))
+            .map_err(|e| match e {
+                RpcError::NoBehavior(_) => RpcError::NoBehavior(std::any::type_name::<B>().into()),
+                other => other,
+            })
+    }
+
+    /// The application calls the RPC of the behaviour whose type has this
+    /// `TypeId`, with a type-erased request (for drivers).
+    pub fn rpc_by_type(
+        &mut self,
+        now: Instant,
+        behavior: TypeId,
+        req: Box<dyn Any + Send>,
+    ) -> Result<RpcId, RpcError> {
         let idx = self
             .behaviors
             .iter()
-            .position(|b| b.as_any().type_id() == TypeId::of::<B>())
-            .ok_or_else(|| RpcError::NoBehavior(std::any::type_name::<B>().to_string()))?;
+            .position(|b| b.as_any().type_id() == behavior)
+            .ok_or_else(|| RpcError::NoBehavior(format!("{behavior:?}")))?;
         let service = self.behaviors[idx].service_id();
-        self.rpc_erased(now, service, Box::new(req))
+        self.rpc_erased(now, service, req)
     }
 
     /// The application calls the RPC of the behaviour of `service` with a
@@ -881,6 +950,7 @@ impl Network {
 
     fn remove_conn(&mut self, conn: ConnId) -> Option<ConnectionInfo> {
         let info = self.conns.remove(&conn)?;
+        self.rtts.remove(&conn);
         if let Some(v) = self.neighbours.get_mut(&info.node) {
             v.retain(|c| *c != conn);
             if v.is_empty() {
@@ -1047,6 +1117,11 @@ impl Network {
             CoreAction::Emit(ev) => self.outputs.push_back(Output::Event(ev)),
             CoreAction::Answer { id, response } => {
                 self.outputs.push_back(Output::RpcAnswer { id, response })
+            }
+            CoreAction::Rtt { conn, rtt } => {
+                if self.conns.contains_key(&conn) {
+                    self.rtts.insert(conn, rtt);
+                }
             }
             CoreAction::RouteChanged(change) => {
                 for i in 0..self.behaviors.len() {

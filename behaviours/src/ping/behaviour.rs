@@ -107,10 +107,14 @@ impl NetworkBehavior for Behaviour {
         match event {
             HandlerOut::Rtt(rtt) => {
                 if let Some(s) = self.conns.get_mut(&conn) {
-                    match &mut s.rtt {
-                        Some(r) => r.record(rtt),
-                        None => s.rtt = Some(RttStats::first(rtt)),
-                    }
+                    let r = match &mut s.rtt {
+                        Some(r) => {
+                            r.record(rtt);
+                            *r
+                        }
+                        None => *s.rtt.insert(RttStats::first(rtt)),
+                    };
+                    agent.report_rtt(conn, r.smoothed);
                 }
                 if self.config.emit_rtt {
                     agent.emit(Event {

@@ -1,0 +1,137 @@
+//! Length-delimited frames over a byte stream (TLS over TCP, a QUIC stream):
+//! a `u32` big-endian length, then that many bytes.
+//!
+//! A length above the configured maximum is a protocol violation: the
+//! reader fails with `InvalidData` before allocating anything, and the
+//! runtime closes that one connection with the reason logged.
+
+use plexus_network::runtime::{FrameSink, Outbound, OutboundQueue};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Frames taken from the read buffer before handing a batch to the core.
+const BATCH: usize = 64;
+
+/// Writes one frame (not flushed).
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(frame.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(frame).await
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before a frame.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("oversized frame: {len} bytes, maximum {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// Whether `buf` starts with a complete frame.
+fn complete_frame(buf: &[u8]) -> bool {
+    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+}
+
+/// Reads frames from `r` into `sink` until the stream ends, in batches of
+/// what is already buffered.
+pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    max: usize,
+    sink: &FrameSink,
+) -> io::Result<()> {
+    loop {
+        let Some(first) = read_frame(r, max).await? else {
+            return Ok(());
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH && complete_frame(r.buffer()) {
+            match read_frame(r, max).await? {
+                Some(f) => batch.push(f),
+                None => break,
+            }
+        }
+        if sink.deliver(batch).await.is_err() {
+            return Ok(()); // the node is gone
+        }
+    }
+}
+
+/// Writes frames from `queue` to `w`, flushing after each batch, until the
+/// runtime drops the queue (`None`) or asks to close (`Some(reason)`).
+/// Frames over `max` are a local bug: dropped with a warning, never sent.
+/// Unreliable frames go to `datagram` when it takes them.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    queue: &mut OutboundQueue,
+    max: usize,
+    mut datagram: impl FnMut(&[u8]) -> bool,
+) -> io::Result<Option<String>> {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if queue.next_batch(&mut batch, BATCH).await.is_none() {
+            w.flush().await?;
+            return Ok(None);
+        }
+        for item in batch.drain(..) {
+            match item {
+                Outbound::Frame { bytes, unreliable } => {
+                    if bytes.len() > max {
+                        log::warn!(
+                            "dropping a {}-byte frame over the {max}-byte maximum",
+                            bytes.len()
+                        );
+                        continue;
+                    }
+                    if unreliable && datagram(&bytes) {
+                        continue;
+                    }
+                    write_frame(w, &bytes).await?;
+                }
+                Outbound::Close(why) => {
+                    w.flush().await?;
+                    return Ok(Some(why));
+                }
+            }
+        }
+        w.flush().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_is_refused() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").await.unwrap();
+        write_frame(&mut buf, b"").await.unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r, 16).await.unwrap().unwrap(), b"hello");
+        assert_eq!(read_frame(&mut r, 16).await.unwrap().unwrap(), b"");
+        assert_eq!(read_frame(&mut r, 16).await.unwrap(), None);
+
+        let mut big = Vec::new();
+        write_frame(&mut big, &[0u8; 100]).await.unwrap();
+        let err = read_frame(&mut &big[..], 99).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("oversized"));
+        assert!(complete_frame(&big) && !complete_frame(&big[..50]));
+    }
+}

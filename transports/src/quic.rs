@@ -1,0 +1,325 @@
+//! QUIC on quinn.
+//!
+//! One QUIC connection per neighbour. The dialler opens one bidirectional
+//! stream that carries every reliable frame, length-delimited, in order
+//! (one long-lived stream: no per-message stream setup). Frames a behaviour
+//! marks unreliable travel as QUIC datagrams when they fit the path's
+//! datagram size, else on the stream. Keep-alive and idle timeout come from
+//! [`TransportConfig`]. Authentication is mutual TLS 1.3 by node key plus
+//! the network-key proofs ([`crate::tls`]), exchanged as the first frames on
+//! the stream.
+//!
+//! Closing: the writer finishes its stream, waits (bounded) until the peer
+//! has acknowledged it, then closes the connection, so queued frames are
+//! delivered before the close.
+
+use crate::framing::{read_frame, read_loop, write_frame, write_loop};
+use crate::tls::{self, Role};
+use crate::{Identity, TransportConfig};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use plexus_network::runtime::{
+    BoxFuture, Connection, DialError, FrameReader, FrameSink, FrameWriter, OutboundQueue, Transport,
+};
+use plexus_network::{Address, NodeId};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+/// The QUIC transport. See the [module docs](self).
+pub struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    local: SocketAddr,
+    config: TransportConfig,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuicTransport({})", self.local)
+    }
+}
+
+fn other<E: std::error::Error + Send + Sync + 'static>(e: E) -> io::Error {
+    io::Error::other(e)
+}
+
+impl QuicTransport {
+    /// Binds a UDP socket at `addr` (port 0 picks one) for node `identity`.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        config: TransportConfig,
+    ) -> io::Result<Self> {
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(config.keep_alive));
+        transport.max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(config.idle_timeout).map_err(other)?,
+        ));
+        let transport = Arc::new(transport);
+
+        let server = QuicServerConfig::try_from(tls::server_config(identity).map_err(other)?)
+            .map_err(other)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport.clone());
+        let client = QuicClientConfig::try_from(tls::client_config(identity).map_err(other)?)
+            .map_err(other)?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport);
+
+        let mut endpoint = quinn::Endpoint::server(server, addr)?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint.local_addr()?;
+        Ok(QuicTransport {
+            endpoint,
+            local,
+            config,
+            accept_task: Mutex::new(None),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Close codes.
+const NETWORK_KEY: u32 = 1;
+const IDENTITY: u32 = 2;
+
+fn peer_id(conn: &quinn::Connection) -> Result<NodeId, DialError> {
+    conn.peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| tls::peer_node_id(&certs))
+        .ok_or_else(|| DialError::Failed("peer presented no ed25519 certificate".into()))
+}
+
+async fn prove(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    role: Role,
+    key: &[u8; 32],
+) -> Result<(), DialError> {
+    let mut exporter = [0u8; 32];
+    conn.export_keying_material(&mut exporter, tls::exporter_label(), b"")
+        .map_err(|_| DialError::Failed("keying material export failed".into()))?;
+    // A peer that rejects our proof closes with NETWORK_KEY at once, which
+    // may discard its own proof in flight: read that close as the answer.
+    let io = |e: io::Error| match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == NETWORK_KEY.into() =>
+        {
+            DialError::NetworkKey
+        }
+        _ => DialError::Failed(e.to_string()),
+    };
+    write_frame(send, &tls::proof(key, &exporter, role))
+        .await
+        .map_err(io)?;
+    let got = read_frame(recv, 64).await.map_err(io)?.unwrap_or_default();
+    if tls::check_proof(key, &exporter, role.peer(), &got) {
+        Ok(())
+    } else {
+        Err(DialError::NetworkKey)
+    }
+}
+
+fn connection(
+    conn: quinn::Connection,
+    node: NodeId,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    max: usize,
+) -> Connection {
+    let rtt_conn = conn.clone();
+    Connection {
+        node,
+        addr: Address::Quic(conn.remote_address()),
+        writer: Box::new(Writer {
+            conn: conn.clone(),
+            send: BufWriter::with_capacity(64 * 1024, send),
+            max,
+        }),
+        reader: Box::new(Reader {
+            conn,
+            recv: BufReader::with_capacity(64 * 1024, recv),
+            max,
+        }),
+        rtt: Some(Arc::new(move || rtt_conn.rtt())),
+    }
+}
+
+struct Reader {
+    conn: quinn::Connection,
+    recv: BufReader<quinn::RecvStream>,
+    max: usize,
+}
+
+impl FrameReader for Reader {
+    fn run(mut self: Box<Self>, sink: FrameSink) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(async move {
+            let max = self.max;
+            let conn = self.conn.clone();
+            let datagrams = {
+                let sink = sink.clone();
+                async move {
+                    while let Ok(d) = conn.read_datagram().await {
+                        if d.len() > max {
+                            log::debug!("quic: {}-byte datagram over the maximum dropped", d.len());
+                            continue;
+                        }
+                        if sink.deliver(vec![d.to_vec()]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                r = read_loop(&mut self.recv, max, &sink) => r,
+                () = datagrams => Ok(()),
+            }
+        })
+    }
+}
+
+struct Writer {
+    conn: quinn::Connection,
+    send: BufWriter<quinn::SendStream>,
+    max: usize,
+}
+
+impl FrameWriter for Writer {
+    fn run(mut self: Box<Self>, mut queue: OutboundQueue) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(async move {
+            let conn = self.conn.clone();
+            let datagram = |bytes: &[u8]| {
+                conn.max_datagram_size().is_some_and(|m| bytes.len() <= m)
+                    && conn.send_datagram(Bytes::copy_from_slice(bytes)).is_ok()
+            };
+            let end = write_loop(&mut self.send, &mut queue, self.max, datagram).await;
+            let _ = self.send.flush().await;
+            let stream = self.send.get_mut();
+            let _ = stream.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.stopped()).await;
+            let reason = match &end {
+                Ok(Some(why)) => why.clone(),
+                _ => "closed".to_string(),
+            };
+            self.conn.close(0u32.into(), reason.as_bytes());
+            end.map(|_| ())
+        })
+    }
+}
+
+impl Transport for QuicTransport {
+    fn scheme(&self) -> &'static str {
+        "quic"
+    }
+
+    fn listen_addrs(&self) -> Vec<Address> {
+        vec![Address::Quic(self.local)]
+    }
+
+    fn start(&self, incoming: mpsc::Sender<Connection>) {
+        let endpoint = self.endpoint.clone();
+        let config = self.config.clone();
+        let local = self.local;
+        let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
+        let task = tokio::spawn(async move {
+            while let Some(inc) = endpoint.accept().await {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (config, incoming) = (config.clone(), incoming.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let remote = inc.remote_address();
+                    let handshake = async {
+                        let conn = inc.await.map_err(|e| DialError::Failed(e.to_string()))?;
+                        let node = peer_id(&conn)?;
+                        let (mut send, mut recv) = conn
+                            .accept_bi()
+                            .await
+                            .map_err(|e| DialError::Failed(e.to_string()))?;
+                        if let Err(e) =
+                            prove(&conn, &mut send, &mut recv, Role::Listener, &config.key()).await
+                        {
+                            conn.close(NETWORK_KEY.into(), b"network key");
+                            return Err(e);
+                        }
+                        Ok::<_, DialError>(connection(
+                            conn,
+                            node,
+                            send,
+                            recv,
+                            config.max_frame_size,
+                        ))
+                    };
+                    match tokio::time::timeout(config.handshake_timeout, handshake).await {
+                        Ok(Ok(conn)) => {
+                            let _ = incoming.send(conn).await;
+                        }
+                        Ok(Err(e)) => {
+                            log::debug!("quic {local}: incoming from {remote} refused: {e}")
+                        }
+                        Err(_) => {
+                            log::debug!("quic {local}: incoming from {remote}: handshake timed out")
+                        }
+                    }
+                });
+            }
+        });
+        *self.accept_task.lock() = Some(task);
+    }
+
+    fn dial(
+        &self,
+        addr: Address,
+        expected: NodeId,
+    ) -> BoxFuture<'static, Result<Connection, DialError>> {
+        let endpoint = self.endpoint.clone();
+        let config = self.config.clone();
+        Box::pin(async move {
+            let Address::Quic(remote) = addr else {
+                return Err(DialError::NoTransport(addr.to_string()));
+            };
+            let failed = |e: String| DialError::Failed(e);
+            let conn = endpoint
+                .connect(remote, tls::SERVER_NAME)
+                .map_err(|e| failed(e.to_string()))?
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let actual = peer_id(&conn)?;
+            if actual != expected {
+                conn.close(IDENTITY.into(), b"identity mismatch");
+                return Err(DialError::IdentityMismatch { expected, actual });
+            }
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
+            if let Err(e) = prove(&conn, &mut send, &mut recv, Role::Dialer, &config.key()).await {
+                conn.close(NETWORK_KEY.into(), b"network key");
+                return Err(e);
+            }
+            Ok(connection(conn, actual, send, recv, config.max_frame_size))
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        if let Some(t) = self.accept_task.lock().take() {
+            t.abort();
+        }
+        let endpoint = self.endpoint.clone();
+        Box::pin(async move {
+            endpoint.close(0u32.into(), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        })
+    }
+}
