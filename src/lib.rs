@@ -19,6 +19,7 @@ pub use plexus_transports as transports;
 
 pub use plexus_behaviours::ping;
 pub use plexus_network::*;
+pub use plexus_transports::{Identity, TransportConfig};
 
 /// The README's Rust blocks run as doctests, so the walkthrough stays true.
 #[cfg(doctest)]

@@ -1,7 +1,7 @@
 //! QUIC on quinn.
 //!
 //! One QUIC connection per neighbour. The dialler opens one bidirectional
-//! stream that carries every reliable frame, length-delimited, in order
+//! stream that carries every reliable frame, length-delimited (a `u32` length, then the frame), in order
 //! (one long-lived stream: no per-message stream setup). Frames a behaviour
 //! marks unreliable travel as QUIC datagrams when they fit the path's
 //! datagram size, else on the stream. Keep-alive and idle timeout come from

@@ -2,7 +2,7 @@
 //!
 //! Dial: TCP connect, TLS handshake (mutual, by node key), the peer's id
 //! checked against the one dialled, network-key proofs exchanged as the
-//! first frames. Then length-delimited frames ([`crate::framing`]) both
+//! first frames. Then length-delimited frames (a `u32` length, then the frame) both
 //! ways. `TCP_NODELAY` is set; frames are batched into one TLS record write
 //! per flush.
 

@@ -1,0 +1,234 @@
+//! Starts N nodes (default 8) in one process on loopback over QUIC, joins
+//! them in a chain, lets the distance-vector router learn the routes, sends
+//! one message by each route rule across several hops, shows ping RTTs and
+//! a summary, then exits 0 (1 if anything did not arrive within 30 s).
+//!
+//! ```bash
+//! cargo run --release --example cluster
+//! cargo run --release --example cluster -- --nodes 16
+//! RUST_LOG=debug cargo run --release --example cluster
+//! ```
+
+use clap::Parser;
+use plexus::ping;
+use plexus::router::dv;
+use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
+use plexus::transports::quic::QuicTransport;
+use plexus::{
+    BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, NodeId, RouteRule, ServiceId,
+    TransportConfig,
+};
+use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Every node runs it: receives notes sent by node or key.
+const NOTES: ServiceId = ServiceId(100);
+/// Only the last node runs it: the target of the service rule.
+const ARCHIVE: ServiceId = ServiceId(101);
+/// TTL the notes are sent with (the default), to count hops.
+const TTL: u8 = 32;
+
+#[derive(Serialize, Deserialize)]
+struct Note(String);
+
+#[derive(Debug)]
+struct Arrived {
+    source: NodeId,
+    rule: RouteRule,
+    hops: u8,
+    text: String,
+}
+
+/// Reports every note that reaches it.
+struct Notes(ServiceId);
+
+impl NetworkBehavior for Notes {
+    type Msg = Note;
+    type HandlerEvent = ();
+    type BehaviorEvent = ();
+    type Event = Arrived;
+    type Request = ();
+    type Response = ();
+    fn service_id(&self) -> ServiceId {
+        self.0
+    }
+    fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, m: Incoming<Note>) {
+        agent.emit(Arrived {
+            source: m.source,
+            rule: m.rule,
+            hops: TTL - m.ttl + 1,
+            text: m.msg.0,
+        });
+    }
+}
+
+#[derive(Parser)]
+#[command(about = "A local plexus cluster over QUIC: multi-hop messages by every route rule")]
+struct Args {
+    /// Number of nodes (at least 2).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=64))]
+    nodes: u16,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), run(args.nodes as usize)).await
+    }) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("error: the cluster did not finish within 30 s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(n: usize) -> Result<(), String> {
+    // Wall time is what this example reports; clippy.toml keeps it out of the core.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    let (tx, mut rx) = mpsc::channel::<(usize, NodeEvent)>(4096);
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for i in 0..n {
+        let identity = Identity::generate().map_err(|e| e.to_string())?;
+        let id = identity.node_id();
+        let quic = QuicTransport::bind(
+            "127.0.0.1:0".parse().expect("address"),
+            &identity,
+            TransportConfig::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let router = Arc::new(dv::DvRouter::new(id));
+        let mut b = Network::builder(id, router.clone())
+            .seed(id.0)
+            .behavior(dv::Behaviour::new(router, dv::Config::default()))
+            .behavior(ping::Behaviour::new(
+                ping::Config::default().with_interval(Duration::from_millis(250)),
+            ))
+            .behavior(Notes(NOTES));
+        if i == n - 1 {
+            b = b.behavior(Notes(ARCHIVE));
+        }
+        let net = b.build().map_err(|e| e.to_string())?;
+        let (handle, mut events) = Node::spawn(net, vec![Arc::new(quic)], RuntimeConfig::default());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if tx.send((i, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        println!("node {i}: {id} on {}", handle.listen_addrs()[0]);
+        nodes.push(handle);
+    }
+
+    // A chain: 0 - 1 - … - (n-1), so messages cross several hops.
+    for i in 0..n - 1 {
+        let next = &nodes[i + 1];
+        nodes[i]
+            .connect(next.node_id(), next.listen_addrs()[0])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
+    // Wait until every node has a route to every other (route events).
+    let mut converged = false;
+    while !converged {
+        let Some((_, ev)) = rx.recv().await else {
+            break;
+        };
+        if matches!(ev, NodeEvent::RouteChanged(_)) {
+            converged = true;
+            for node in &nodes {
+                let s = node.status().await.map_err(|e| e.to_string())?;
+                converged &= s.routes.len() == n - 1;
+            }
+        }
+    }
+    println!(
+        "routes: every node reaches the {} others ({:.0} ms after start)",
+        n - 1,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
+    // One message by each rule, all from node 0.
+    let last = nodes[n - 1].node_id();
+    let key = NodeId(last.0 ^ 1); // XOR-closest to the last node's id
+    let sends = [
+        (NOTES, RouteRule::Node(last), "by node id to the last node"),
+        (
+            NOTES,
+            RouteRule::Closest(key),
+            "by key to the node closest to it",
+        ),
+        (
+            ARCHIVE,
+            RouteRule::Service,
+            "by service to the archive's provider",
+        ),
+    ];
+    for (service, rule, text) in &sends {
+        nodes[0]
+            .send(*service, *rule, &Note(text.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut arrived = 0;
+    while arrived < sends.len() {
+        let Some((i, ev)) = rx.recv().await else {
+            break;
+        };
+        if let NodeEvent::Behaviour(e) = ev {
+            if let Some(a) = e.downcast_ref::<Arrived>() {
+                println!(
+                    "message {:<38} from {} arrived at node {i} after {} hops ({})",
+                    a.text, a.source, a.hops, a.rule
+                );
+                arrived += 1;
+            }
+        }
+    }
+
+    // Ping RTTs along the chain.
+    for (i, node) in nodes.iter().enumerate() {
+        let s = node.status().await.map_err(|e| e.to_string())?;
+        let rtts: Vec<String> = s
+            .connections
+            .iter()
+            .map(|c| match c.rtt {
+                Some(r) => format!("{:.3} ms", r.as_secs_f64() * 1e3),
+                None => "?".into(),
+            })
+            .collect();
+        println!(
+            "node {i}: {} connection(s), rtt [{}], {} forwarded",
+            s.connections.len(),
+            rtts.join(", "),
+            s.stats.forwarded
+        );
+    }
+    for node in &nodes {
+        node.shutdown().await.map_err(|e| e.to_string())?;
+    }
+    println!(
+        "summary: {n} nodes over QUIC, {arrived}/{} messages delivered across up to {} hops, {:.2} s",
+        sends.len(),
+        n - 1,
+        started.elapsed().as_secs_f64()
+    );
+    if arrived == sends.len() {
+        Ok(())
+    } else {
+        Err("some messages did not arrive".into())
+    }
+}
