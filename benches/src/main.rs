@@ -2,9 +2,20 @@
 //! `key=value` figures.
 //!
 //! ```bash
+//! cargo run --release -p plexus-bench -- rtt    --transport quic --n 10000 --size 64
+//! cargo run --release -p plexus-bench -- stream --transport tcp  --n 100000 --size 1024
+//! cargo run --release -p plexus-bench -- bulk   --transport quic --mib 256
 //! cargo run --release -p plexus-bench -- dv --nodes 1000 --degree 6
 //! cargo run --release -p plexus-bench -- sim --nodes 10000 --degree 8 --seconds 30
 //! ```
+//!
+//! `rtt`, `stream` and `bulk` run plexus between two nodes in this process,
+//! then the same work on the raw transport underneath (quinn on one
+//! long-lived stream, or tokio-rustls, with the TLS configuration plexus
+//! uses, and plain TCP as the loopback ceiling), and print each plexus
+//! figure next to its baseline with their ratio.
+
+mod workload;
 
 use clap::{Parser, Subcommand};
 use plexus::ping;
@@ -14,6 +25,7 @@ use plexus::sim::{topology, LinkConfig, Sim, SimConfig};
 use plexus::{Instant, Network, NodeId, Rng};
 use std::sync::Arc;
 use std::time::Duration;
+use workload::{Measured, Work};
 
 #[derive(Parser)]
 #[command(about = "plexus workload benchmarks: one line of key=value figures per run")]
@@ -24,6 +36,42 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Workload {
+    /// Sequential request/response round trips through a behaviour.
+    Rtt {
+        /// Transport.
+        #[arg(long, value_enum)]
+        transport: workload::Kind,
+        /// Round trips.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Message body bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// A sends N reliable messages to B as fast as the framework allows.
+    Stream {
+        /// Transport.
+        #[arg(long, value_enum)]
+        transport: workload::Kind,
+        /// Messages.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Message body bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Run plexus only (for profiling).
+        #[arg(long)]
+        no_baseline: bool,
+    },
+    /// One large transfer, in messages just under the 1 MiB maximum.
+    Bulk {
+        /// Transport.
+        #[arg(long, value_enum)]
+        transport: workload::Kind,
+        /// MiB to move.
+        #[arg(long, default_value_t = 256)]
+        mib: usize,
+    },
     /// The distance-vector router on the simulator: convergence, memory per
     /// node, steady-state sync traffic.
     Dv {
@@ -81,7 +129,7 @@ fn random_ids(n: usize, rng: &mut Rng) -> Vec<NodeId> {
 }
 
 #[allow(clippy::disallowed_methods)] // a benchmark measures wall time
-fn wall() -> std::time::Instant {
+pub(crate) fn wall() -> std::time::Instant {
     std::time::Instant::now()
 }
 
@@ -191,9 +239,123 @@ fn sim_workload(n: usize, degree: f64, seconds: u64, seed: u64) {
     );
 }
 
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+fn baselines(kind: workload::Kind) -> Vec<workload::Baseline> {
+    use workload::Baseline::*;
+    match kind {
+        workload::Kind::Quic => vec![Quinn],
+        workload::Kind::Tcp => vec![TcpTls, Tcp],
+    }
+}
+
+async fn rtt_workload(kind: workload::Kind, n: usize, size: usize) -> std::io::Result<()> {
+    let mut p = workload::pair(kind).await?;
+    workload::plexus_rtt(&mut p, n.min(1000), size).await?; // warm-up
+    let mut rtts = workload::plexus_rtt(&mut p, n, size).await?;
+    rtts.sort_unstable();
+    let mut line = format!(
+        "workload=rtt transport={kind:?} n={n} size={size} plexus_median_us={:.1} plexus_p90_us={:.1} plexus_p99_us={:.1}",
+        percentile(&rtts, 50),
+        percentile(&rtts, 90),
+        percentile(&rtts, 99)
+    )
+    .to_lowercase();
+    let plexus_median = percentile(&rtts, 50);
+    for b in baselines(kind) {
+        let Measured::Rtts(mut r) = workload::baseline(b, Work::Rtt { n, size }).await? else {
+            unreachable!("rtt work measures round trips")
+        };
+        r.sort_unstable();
+        let m = percentile(&r, 50);
+        line += &format!(
+            " {0}_median_us={m:.1} {0}_p90_us={1:.1} {0}_p99_us={2:.1} ratio_median_vs_{0}={3:.2}",
+            b.name(),
+            percentile(&r, 90),
+            percentile(&r, 99),
+            plexus_median / m
+        );
+    }
+    println!("{line} target_ratio<=1.25");
+    Ok(())
+}
+
+async fn stream_workload(
+    kind: workload::Kind,
+    name: &str,
+    n: usize,
+    size: usize,
+    with_baseline: bool,
+) -> std::io::Result<()> {
+    let mut p = workload::pair(kind).await?;
+    workload::plexus_stream(&mut p, n.min(10_000), size).await?; // warm-up
+    let elapsed = workload::plexus_stream(&mut p, n, size)
+        .await?
+        .as_secs_f64();
+    let (_, peak) = rss();
+    let mib = (n * size) as f64 / (1 << 20) as f64;
+    let msgs = n as f64 / elapsed;
+    let mut line = format!(
+        "workload={name} transport={kind:?} n={n} size={size} plexus_msgs_per_s={msgs:.0} plexus_mib_per_s={:.1} plexus_gbit_per_s={:.2} peak_rss_mib={}",
+        mib / elapsed,
+        mib * 8.0 * 1.048_576 / 1000.0 / elapsed,
+        peak >> 20
+    )
+    .to_lowercase();
+    for b in baselines(kind).into_iter().filter(|_| with_baseline) {
+        let Measured::Elapsed(e) = workload::baseline(b, Work::Stream { n, size }).await? else {
+            unreachable!("stream work measures elapsed time")
+        };
+        let e = e.as_secs_f64();
+        line += &format!(
+            " {0}_msgs_per_s={1:.0} {0}_mib_per_s={2:.1} {0}_gbit_per_s={3:.2} ratio_vs_{0}={4:.2}",
+            b.name(),
+            n as f64 / e,
+            mib / e,
+            mib * 8.0 * 1.048_576 / 1000.0 / e,
+            e / elapsed
+        );
+    }
+    let target = if name == "bulk" { "0.9" } else { "0.8" };
+    println!("{line} target_ratio>={target}");
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    };
+    let done = |r: std::io::Result<()>| {
+        if let Err(e) = r {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     match cli.workload {
+        Workload::Rtt { transport, n, size } => {
+            done(rt().block_on(rtt_workload(transport, n, size)))
+        }
+        Workload::Stream {
+            transport,
+            n,
+            size,
+            no_baseline,
+        } => done(rt().block_on(stream_workload(transport, "stream", n, size, !no_baseline))),
+        Workload::Bulk { transport, mib } => {
+            // Messages just under the 1 MiB payload maximum (room for the
+            // message's own encoding).
+            let size = (1 << 20) - 64;
+            let n = (mib << 20).div_ceil(size);
+            done(rt().block_on(stream_workload(transport, "bulk", n, size, true)))
+        }
         Workload::Dv {
             nodes,
             degree,

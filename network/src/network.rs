@@ -770,37 +770,30 @@ impl Network {
     ) -> Result<(), SendError> {
         let mut buf = vec![0u8; HEADER_LEN];
         buf = postcard::to_extend(msg, buf).map_err(|e| SendError::Encode(e.to_string()))?;
-        self.send_frame_buf(now, service, rule, buf, opts)
+        self.send_frame(now, service, rule, buf, opts)
     }
 
-    /// The application sends an already serialised payload (a behaviour's
-    /// postcard-encoded `Msg`): for drivers that serialise off the core's
-    /// thread.
-    pub fn send_payload(
+    /// The application sends a message already serialised into a frame
+    /// buffer: `frame[HEADER_LEN..]` is the behaviour's postcard-encoded
+    /// `Msg`, and the first `HEADER_LEN` bytes are room the core fills with
+    /// the header. For drivers that serialise off the core's thread without
+    /// a second copy.
+    pub fn send_frame(
         &mut self,
         now: Instant,
         service: ServiceId,
         rule: RouteRule,
-        payload: &[u8],
-        opts: SendOptions,
-    ) -> Result<(), SendError> {
-        let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
-        buf.resize(HEADER_LEN, 0);
-        buf.extend_from_slice(payload);
-        self.send_frame_buf(now, service, rule, buf, opts)
-    }
-
-    /// Writes the header into `buf[..HEADER_LEN]` and routes the frame.
-    fn send_frame_buf(
-        &mut self,
-        now: Instant,
-        service: ServiceId,
-        rule: RouteRule,
-        mut buf: Vec<u8>,
+        mut frame: Vec<u8>,
         opts: SendOptions,
     ) -> Result<(), SendError> {
         self.now = now;
-        let len = buf.len() - HEADER_LEN;
+        if frame.len() < HEADER_LEN {
+            return Err(SendError::Encode(format!(
+                "frame buffer of {} bytes has no room for the header",
+                frame.len()
+            )));
+        }
+        let len = frame.len() - HEADER_LEN;
         let max = self.config.max_payload;
         let len32 = match u32::try_from(len) {
             Ok(l) if len <= max => l,
@@ -813,9 +806,8 @@ impl Network {
             source: self.local,
             unreliable: opts.unreliable,
         };
-        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes(len32));
-        self.actions
-            .push_back(CoreAction::Route { header, frame: buf });
+        frame[..HEADER_LEN].copy_from_slice(&header.to_bytes(len32));
+        self.actions.push_back(CoreAction::Route { header, frame });
         self.run_actions();
         Ok(())
     }

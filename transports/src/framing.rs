@@ -38,8 +38,13 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
             format!("oversized frame: {len} bytes, maximum {max}"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
+    // Read into spare capacity: no zero-filling of a buffer about to be
+    // overwritten.
+    let mut buf = Vec::with_capacity(len);
+    r.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(buf))
 }
 
@@ -88,24 +93,42 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             w.flush().await?;
             return Ok(None);
         }
-        for item in batch.drain(..) {
-            match item {
-                Outbound::Frame { bytes, unreliable } => {
-                    if bytes.len() > max {
-                        log::warn!(
-                            "dropping a {}-byte frame over the {max}-byte maximum",
-                            bytes.len()
-                        );
-                        continue;
+        loop {
+            for item in batch.drain(..) {
+                match item {
+                    Outbound::Frame {
+                        bytes,
+                        unreliable,
+                        credit,
+                    } => {
+                        // `credit` (an application send's budget) returns
+                        // when this arm ends: once the frame is written.
+                        let _credit = credit;
+                        if bytes.len() > max {
+                            log::warn!(
+                                "dropping a {}-byte frame over the {max}-byte maximum",
+                                bytes.len()
+                            );
+                            continue;
+                        }
+                        if unreliable && datagram(&bytes) {
+                            continue;
+                        }
+                        write_frame(w, &bytes).await?;
                     }
-                    if unreliable && datagram(&bytes) {
-                        continue;
+                    Outbound::Close(why) => {
+                        w.flush().await?;
+                        return Ok(Some(why));
                     }
-                    write_frame(w, &bytes).await?;
                 }
-                Outbound::Close(why) => {
-                    w.flush().await?;
-                    return Ok(Some(why));
+            }
+            // Before flushing (one syscall, one TLS record), give the
+            // producer one turn to queue more: a stream then writes full
+            // buffers, an idle connection pays one scheduler pass.
+            if queue.take_ready(&mut batch, BATCH) == 0 {
+                tokio::task::yield_now().await;
+                if queue.take_ready(&mut batch, BATCH) == 0 {
+                    break;
                 }
             }
         }
@@ -133,5 +156,9 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("oversized"));
         assert!(complete_frame(&big) && !complete_frame(&big[..50]));
+
+        let truncated = &big[..60];
+        let err = read_frame(&mut &truncated[..], 1000).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

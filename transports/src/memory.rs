@@ -133,7 +133,8 @@ impl FrameWriter for Writer {
                                 bytes.len()
                             );
                         }
-                        Outbound::Frame { bytes, .. } => {
+                        Outbound::Frame { bytes, credit, .. } => {
+                            let _credit = credit; // returned once handed over
                             if self.tx.send(bytes).await.is_err() {
                                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "peer gone"));
                             }

@@ -26,9 +26,9 @@ use std::sync::Arc;
 
 /// The name every certificate carries and every dialler asks for; identity
 /// is the key, not the name.
-pub(crate) const SERVER_NAME: &str = "plexus";
+pub const SERVER_NAME: &str = "plexus";
 /// ALPN protocol id.
-pub(crate) const ALPN: &[u8] = b"plexus/1";
+pub const ALPN: &[u8] = b"plexus/1";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-plexus-network-key";
 
 /// The DER prefix of an ed25519 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE {
@@ -48,7 +48,7 @@ pub(crate) fn ed25519_key(cert: &[u8]) -> Option<&[u8]> {
 }
 
 /// The node id a peer proved, from its certificate chain.
-pub(crate) fn peer_node_id(certs: &[CertificateDer<'_>]) -> Option<NodeId> {
+pub fn peer_node_id(certs: &[CertificateDer<'_>]) -> Option<NodeId> {
     certs.first().and_then(|c| ed25519_key(c)).map(node_id_of)
 }
 
@@ -158,8 +158,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The listener side: TLS 1.3 only, client certificate required.
-pub(crate) fn server_config(id: &Identity) -> Result<rustls::ServerConfig, rustls::Error> {
+/// The listener side: TLS 1.3 only, client certificate required, peers
+/// verified by node key. Public for custom transports and benchmarks.
+pub fn server_config(id: &Identity) -> Result<rustls::ServerConfig, rustls::Error> {
     let mut c = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PeerVerifier))
@@ -168,8 +169,9 @@ pub(crate) fn server_config(id: &Identity) -> Result<rustls::ServerConfig, rustl
     Ok(c)
 }
 
-/// The dialler side: TLS 1.3 only, presents its certificate.
-pub(crate) fn client_config(id: &Identity) -> Result<rustls::ClientConfig, rustls::Error> {
+/// The dialler side: TLS 1.3 only, presents its certificate, verifies the
+/// peer by node key (compare [`peer_node_id`] with the id dialled).
+pub fn client_config(id: &Identity) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut c = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

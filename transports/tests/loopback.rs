@@ -5,8 +5,8 @@
 use plexus_behaviours::ping;
 use plexus_network::runtime::{Node, NodeEvent, NodeEvents, NodeHandle, RuntimeConfig, Transport};
 use plexus_network::{
-    BehaviorAgent, ConnId, ConnectionHandler, ConnectionInfo, Incoming, Network, NetworkBehavior,
-    NodeId, OutgoingConnectionError, RouteRule, ServiceId,
+    Answer, BehaviorAgent, ConnId, ConnectionHandler, ConnectionInfo, DropReason, Incoming,
+    Network, NetworkBehavior, NetworkConfig, NodeId, OutgoingConnectionError, RouteRule, ServiceId,
 };
 use plexus_router::StaticRouter;
 use plexus_transports::memory::{MemoryHub, MemoryTransport};
@@ -37,16 +37,29 @@ enum Seen {
     },
     Connected(NodeId),
     DialFailed(NodeId, OutgoingConnectionError),
+    /// Quiet mode reached its target: how many arrived, and whether every
+    /// one arrived in order with no gap.
+    AllReceived {
+        count: u64,
+        in_order: bool,
+    },
 }
 
-struct Probe;
+/// In quiet mode (set by RPC) the probe emits nothing per message: it
+/// checks the order itself and reports once, when `target` have arrived.
+#[derive(Default)]
+struct Probe {
+    target: Option<u64>,
+    count: u64,
+    in_order: bool,
+}
 
 impl NetworkBehavior for Probe {
     type Msg = Tagged;
     type HandlerEvent = ();
     type BehaviorEvent = ();
     type Event = Seen;
-    type Request = ();
+    type Request = u64;
     type Response = ();
 
     fn service_id(&self) -> ServiceId {
@@ -78,11 +91,62 @@ impl NetworkBehavior for Probe {
         agent.emit(Seen::DialFailed(node, err.clone()));
     }
     fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<Tagged>) {
-        agent.emit(Seen::Received {
-            source: msg.source,
-            tag: msg.msg.tag,
-            len: msg.msg.body.len(),
-        });
+        let Some(target) = self.target else {
+            agent.emit(Seen::Received {
+                source: msg.source,
+                tag: msg.msg.tag,
+                len: msg.msg.body.len(),
+            });
+            return;
+        };
+        self.in_order &= msg.msg.tag == self.count;
+        self.count += 1;
+        if self.count == target {
+            agent.emit(Seen::AllReceived {
+                count: self.count,
+                in_order: self.in_order,
+            });
+        }
+    }
+    fn on_rpc(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        target: u64,
+        answer: plexus_network::Answer<()>,
+    ) {
+        *self = Probe {
+            target: Some(target),
+            count: 0,
+            in_order: true,
+        };
+        agent.answer(answer, ());
+    }
+}
+
+/// Sends a burst of probe-service messages from inside a behaviour (so the
+/// runtime drops, rather than holds, what does not fit a send queue).
+struct Flood;
+
+impl NetworkBehavior for Flood {
+    type Msg = ();
+    type HandlerEvent = ();
+    type BehaviorEvent = ();
+    type Event = ();
+    type Request = (ConnId, u64);
+    type Response = ();
+    fn service_id(&self) -> ServiceId {
+        ServiceId(201)
+    }
+    fn on_rpc(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        (conn, n): (ConnId, u64),
+        answer: Answer<()>,
+    ) {
+        for _ in 0..n {
+            agent.send_to_conn(conn, ());
+        }
+        agent.answer(answer, ());
     }
 }
 
@@ -130,6 +194,25 @@ impl TestNode {
 }
 
 async fn spawn(kind: Kind, cfg: TransportConfig, hub: &MemoryHub, mem_addr: u64) -> TestNode {
+    spawn_with(
+        kind,
+        cfg,
+        NetworkConfig::default(),
+        RuntimeConfig::default(),
+        hub,
+        mem_addr,
+    )
+    .await
+}
+
+async fn spawn_with(
+    kind: Kind,
+    cfg: TransportConfig,
+    ncfg: NetworkConfig,
+    rcfg: RuntimeConfig,
+    hub: &MemoryHub,
+    mem_addr: u64,
+) -> TestNode {
     let id = Identity::generate().unwrap();
     let local = "127.0.0.1:0".parse().unwrap();
     let transport: Arc<dyn Transport> = match kind {
@@ -140,14 +223,16 @@ async fn spawn(kind: Kind, cfg: TransportConfig, hub: &MemoryHub, mem_addr: u64)
     let addr = transport.listen_addrs()[0];
     let router = Arc::new(StaticRouter::new(id.node_id()));
     let net = Network::builder(id.node_id(), router.clone())
+        .config(ncfg)
         .seed(mem_addr)
         .behavior(ping::Behaviour::new(
             ping::Config::default().with_interval(Duration::from_millis(200)),
         ))
-        .behavior(Probe)
+        .behavior(Probe::default())
+        .behavior(Flood)
         .build()
         .unwrap();
-    let (handle, events) = Node::spawn(net, vec![transport], RuntimeConfig::default());
+    let (handle, events) = Node::spawn(net, vec![transport], rcfg);
     TestNode {
         handle,
         events,
@@ -375,7 +460,7 @@ async fn ten_thousand_messages_arrive_in_order(kind: Kind) {
     link(a, b).await;
     let bid = b.id();
     a.router.set_route(bid, bid, 1);
-    let aid = a.id();
+    b.handle.rpc::<Probe>(10_000).await.unwrap();
     let sender = a.handle.clone();
     let send = tokio::spawn(async move {
         for tag in 0..10_000u64 {
@@ -392,56 +477,279 @@ async fn ten_thousand_messages_arrive_in_order(kind: Kind) {
                 .unwrap();
         }
     });
-    let mut next = 0u64;
-    while next < 10_000 {
-        let got = b.seen(|s| matches!(s, Seen::Received { .. })).await;
-        assert_eq!(
-            got,
-            Seen::Received {
-                source: aid,
-                tag: next,
-                len: 64
-            }
-        );
-        next += 1;
-    }
+    let got = b.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
+    assert_eq!(
+        got,
+        Seen::AllReceived {
+            count: 10_000,
+            in_order: true
+        }
+    );
     send.await.unwrap();
-    let status = b.handle.status().await.unwrap();
-    assert_eq!(status.app_events_dropped, 0);
+    assert_eq!(
+        a.handle.status().await.unwrap().stats.dropped,
+        0,
+        "nothing dropped at the sender"
+    );
     for n in &v {
         n.handle.shutdown().await.unwrap();
     }
 }
 
+async fn connection_limit_refuses_the_extra_peer(kind: Kind) {
+    let hub = MemoryHub::new();
+    let one = NetworkConfig {
+        max_connections: 1,
+        ..NetworkConfig::default()
+    };
+    let mut b = spawn_with(
+        kind,
+        TransportConfig::default(),
+        one,
+        RuntimeConfig::default(),
+        &hub,
+        1,
+    )
+    .await;
+    let mut a1 = spawn(kind, TransportConfig::default(), &hub, 2).await;
+    let mut a2 = spawn(kind, TransportConfig::default(), &hub, 3).await;
+    link(&mut a1, &mut b).await;
+    let bid = b.id();
+    a2.handle.connect(bid, b.addr).await.unwrap();
+    // The transport handshake completes, then B's core refuses: A2 sees
+    // the connection go down (or never come up).
+    a2.wait_for(|ev| match ev {
+        NodeEvent::Disconnected { node, .. } if *node == bid => Some(()),
+        NodeEvent::Behaviour(e) => {
+            matches!(e.downcast_ref::<Seen>(), Some(Seen::DialFailed(..))).then_some(())
+        }
+        _ => None,
+    })
+    .await;
+    let status = b.handle.status().await.unwrap();
+    assert_eq!(status.connections.len(), 1);
+    assert_eq!(status.connections[0].node, a1.id());
+    for n in [&a1, &a2, &b] {
+        n.handle.shutdown().await.unwrap();
+    }
+}
+
+async fn full_send_queue_drops_behaviour_frames_and_reports_them(kind: Kind) {
+    let hub = MemoryHub::new();
+    let tiny = RuntimeConfig {
+        send_queue: 4,
+        ..RuntimeConfig::default()
+    };
+    let mut a = spawn_with(
+        kind,
+        TransportConfig::default(),
+        NetworkConfig::default(),
+        tiny,
+        &hub,
+        1,
+    )
+    .await;
+    let mut b = spawn(kind, TransportConfig::default(), &hub, 2).await;
+    link(&mut a, &mut b).await;
+    let conn = a.handle.status().await.unwrap().connections[0].conn;
+    // All 1,000 are queued or dropped within the call: the drop reports are
+    // in A's event queue before the RPC's answer reaches us.
+    a.handle.rpc::<Flood>((conn, 1000)).await.unwrap();
+    let mut dropped = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(0), a.events.next()).await {
+        if let NodeEvent::Dropped(d) = ev {
+            assert_eq!(d.reason, DropReason::QueueFull(conn));
+            dropped += 1;
+        }
+    }
+    assert!(
+        dropped > 0,
+        "a 4-frame queue cannot take 1,000 frames at once"
+    );
+    assert!(dropped < 1000);
+    assert_eq!(
+        a.handle.status().await.unwrap().stats.dropped,
+        dropped,
+        "each drop reported"
+    );
+    for n in [&a, &b] {
+        n.handle.shutdown().await.unwrap();
+    }
+}
+
+async fn app_sends_wait_for_a_full_queue_instead_of_dropping(kind: Kind) {
+    let hub = MemoryHub::new();
+    let tiny = RuntimeConfig {
+        send_queue: 2,
+        app_bytes_in_flight: 4096,
+        ..RuntimeConfig::default()
+    };
+    let mut a = spawn_with(
+        kind,
+        TransportConfig::default(),
+        NetworkConfig::default(),
+        tiny,
+        &hub,
+        1,
+    )
+    .await;
+    let mut b = spawn(kind, TransportConfig::default(), &hub, 2).await;
+    link(&mut a, &mut b).await;
+    let bid = b.id();
+    a.router.set_route(bid, bid, 1);
+    b.handle.rpc::<Probe>(5_000).await.unwrap();
+    for tag in 0..5_000u64 {
+        a.handle
+            .send(
+                PROBE,
+                RouteRule::Node(bid),
+                &Tagged {
+                    tag,
+                    body: vec![1; 512],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let got = b.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
+    assert_eq!(
+        got,
+        Seen::AllReceived {
+            count: 5_000,
+            in_order: true
+        }
+    );
+    assert_eq!(a.handle.status().await.unwrap().stats.dropped, 0);
+    for n in [&a, &b] {
+        n.handle.shutdown().await.unwrap();
+    }
+}
+
+/// Dialling something that accepts but never completes a handshake fails
+/// with a timeout after `RuntimeConfig::handshake_timeout`.
+async fn dial_handshake_times_out(kind: Kind) {
+    let hub = MemoryHub::new();
+    let quick = RuntimeConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..RuntimeConfig::default()
+    };
+    let mut a = spawn_with(
+        kind,
+        TransportConfig::default(),
+        NetworkConfig::default(),
+        quick,
+        &hub,
+        1,
+    )
+    .await;
+    // A socket that takes the connection (TCP) or the packets (UDP) and never answers.
+    let (addr, _keep): (plexus_network::Address, Box<dyn std::any::Any + Send>) = match kind {
+        Kind::Tcp => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            (
+                plexus_network::Address::Tcp(l.local_addr().unwrap()),
+                Box::new(l),
+            )
+        }
+        Kind::Quic => {
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            (
+                plexus_network::Address::Quic(u.local_addr().unwrap()),
+                Box::new(u),
+            )
+        }
+        Kind::Mem => unreachable!("generated for sockets only"),
+    };
+    let target = NodeId(99);
+    a.handle.connect(target, addr).await.unwrap();
+    let failed = a.seen(|s| matches!(s, Seen::DialFailed(..))).await;
+    assert_eq!(
+        failed,
+        Seen::DialFailed(target, OutgoingConnectionError::Timeout)
+    );
+    a.handle.shutdown().await.unwrap();
+}
+
+/// A peer that connects and never completes the handshake is dropped by
+/// the listener after `TransportConfig::handshake_timeout`: over TCP a
+/// client that never starts TLS, over QUIC one that completes the QUIC
+/// handshake but never opens the stream with its network-key proof.
+async fn accept_handshake_times_out(kind: Kind) {
+    let hub = MemoryHub::new();
+    let cfg = TransportConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let b = spawn(kind, cfg, &hub, 1).await;
+    match b.addr {
+        plexus_network::Address::Tcp(sa) => {
+            let mut raw = tokio::net::TcpStream::connect(sa).await.unwrap();
+            let mut buf = [0u8; 16];
+            let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut raw, &mut buf))
+                .await
+                .expect("closed within the timeout")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "the listener closed the silent connection");
+        }
+        plexus_network::Address::Quic(sa) => {
+            let id = Identity::generate().unwrap();
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+                plexus_transports::tls::client_config(&id).unwrap(),
+            )
+            .unwrap();
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let conn = ep
+                .connect(sa, plexus_transports::tls::SERVER_NAME)
+                .unwrap()
+                .await
+                .unwrap();
+            let why = tokio::time::timeout(WAIT, conn.closed())
+                .await
+                .expect("closed within the timeout");
+            assert!(
+                matches!(
+                    why,
+                    quinn::ConnectionError::ApplicationClosed(_)
+                        | quinn::ConnectionError::ConnectionClosed(_)
+                ),
+                "closed by the listener: {why:?}"
+            );
+        }
+        other => unreachable!("generated for sockets only: {other}"),
+    }
+    assert!(b.handle.status().await.unwrap().connections.is_empty());
+    b.handle.shutdown().await.unwrap();
+}
+
 macro_rules! over {
-    ($($name:ident: $kinds:expr;)*) => {
+    ($($name:ident: $($kind:ident),+;)*) => {
         $(
             mod $name {
                 use super::*;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn quic() {
-                    let _ = env_logger::builder().is_test(true).try_init();
-                    super::$name(Kind::Quic).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tcp() {
-                    let _ = env_logger::builder().is_test(true).try_init();
-                    super::$name(Kind::Tcp).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn mem() {
-                    if $kinds { super::$name(Kind::Mem).await }
-                }
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[allow(non_snake_case)]
+                    async fn $kind() {
+                        let _ = env_logger::builder().is_test(true).try_init();
+                        super::$name(Kind::$kind).await
+                    }
+                )+
             }
         )*
     };
 }
 
 over! {
-    ping_measures_rtt: true;
-    message_crosses_a_four_node_chain: true;
-    wrong_expected_id_is_refused: true;
-    other_network_key_is_refused_before_any_behaviour: true;
-    oversized_frame_closes_only_that_connection: true;
-    ten_thousand_messages_arrive_in_order: true;
+    ping_measures_rtt: Quic, Tcp, Mem;
+    message_crosses_a_four_node_chain: Quic, Tcp, Mem;
+    wrong_expected_id_is_refused: Quic, Tcp, Mem;
+    other_network_key_is_refused_before_any_behaviour: Quic, Tcp, Mem;
+    oversized_frame_closes_only_that_connection: Quic, Tcp, Mem;
+    ten_thousand_messages_arrive_in_order: Quic, Tcp, Mem;
+    connection_limit_refuses_the_extra_peer: Quic, Tcp, Mem;
+    full_send_queue_drops_behaviour_frames_and_reports_them: Quic, Tcp, Mem;
+    app_sends_wait_for_a_full_queue_instead_of_dropping: Quic, Tcp, Mem;
+    dial_handshake_times_out: Quic, Tcp;
+    accept_handshake_times_out: Quic, Tcp;
 }

@@ -22,6 +22,10 @@
 //!   application command until the queue has room — backpressure on the
 //!   sender, while frames keep being read, so two busy peers cannot
 //!   deadlock.
+//! - Bytes of application sends in flight, from [`NodeHandle::send`] until
+//!   the writer has written them, are bounded by
+//!   [`RuntimeConfig::app_bytes_in_flight`]: `send` waits for credit, so a
+//!   stream of large messages holds at most that much memory.
 //! - Frames read from connections enter the core through one channel of
 //!   [`RuntimeConfig::event_queue`] batches; when it is full, readers wait,
 //!   which pushes back on the remote through the transport's flow control.
@@ -34,6 +38,7 @@
 //! connection gracefully (queued frames are flushed first, within
 //! [`RuntimeConfig::shutdown_grace`]), stops the transports and ends the task.
 
+use crate::wire::HEADER_LEN;
 use crate::{
     Address, AppEvent, ConnId, ConnectError, DropReport, Instant, Network, NetworkBehavior,
     NetworkStats, NodeId, OutgoingConnectionError, Output, RouteChange, RouteInfo, RouteRule,
@@ -93,6 +98,12 @@ impl From<DialError> for OutgoingConnectionError {
     }
 }
 
+/// Credit for bytes of application sends in flight: returned to the
+/// node's budget when dropped, that is once the writer has written the
+/// frame it travels with.
+#[derive(Debug)]
+pub struct Credit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
 /// A frame to write: the bytes, and whether loss is acceptable.
 #[derive(Debug)]
 pub enum Outbound {
@@ -102,6 +113,9 @@ pub enum Outbound {
         bytes: Vec<u8>,
         /// May travel as a datagram.
         unreliable: bool,
+        /// The send budget this frame holds until written (application
+        /// sends only).
+        credit: Option<Credit>,
     },
     /// Close the connection after what is queued, telling the peer why.
     Close(String),
@@ -119,13 +133,20 @@ impl OutboundQueue {
     pub async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()> {
         let first = self.rx.recv().await?;
         out.push(first);
+        self.take_ready(out, max);
+        Some(())
+    }
+
+    /// Takes up to `max` items in all that are queued now, without waiting.
+    pub fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
+        let before = out.len();
         while out.len() < max {
             match self.rx.try_recv() {
                 Ok(o) => out.push(o),
                 Err(_) => break,
             }
         }
-        Some(())
+        out.len() - before
     }
 }
 
@@ -216,6 +237,9 @@ pub struct RuntimeConfig {
     pub event_queue: usize,
     /// Application commands waiting for the core. Default 1,024.
     pub command_queue: usize,
+    /// Bytes of application sends in flight (queued or being written).
+    /// Default 8 MiB; a single larger message takes the whole budget.
+    pub app_bytes_in_flight: usize,
     /// Events waiting for the application. Default 4,096.
     pub app_event_queue: usize,
     /// Time for a dial's connect and handshake. Default 10 s.
@@ -230,6 +254,7 @@ impl Default for RuntimeConfig {
             send_queue: 1024,
             event_queue: 256,
             command_queue: 1024,
+            app_bytes_in_flight: 8 << 20,
             app_event_queue: 4096,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
@@ -316,15 +341,19 @@ pub enum NodeError {
     WrongAnswer,
 }
 
+/// Most application commands applied per wake-up of the driver.
+const COMMAND_BURST: usize = 256;
+
 type RpcReply = oneshot::Sender<Result<Box<dyn Any + Send>, NodeError>>;
 
 enum Command {
     Send {
         service: ServiceId,
         rule: RouteRule,
-        payload: Vec<u8>,
+        /// Header room, then the serialised message.
+        frame: Vec<u8>,
         opts: SendOptions,
-        reply: oneshot::Sender<Result<(), NodeError>>,
+        credit: Credit,
     },
     Rpc {
         behavior: TypeId,
@@ -364,6 +393,9 @@ pub enum Event {
 pub struct NodeHandle {
     node: NodeId,
     listen_addrs: Vec<Address>,
+    max_payload: usize,
+    budget: Arc<tokio::sync::Semaphore>,
+    budget_max: usize,
     tx: mpsc::Sender<Command>,
 }
 
@@ -404,7 +436,9 @@ impl NodeHandle {
     }
 
     /// Sends `msg` to the behaviour of `service` on the node(s) `rule`
-    /// resolves to. Waits while the first hop's send queue is full.
+    /// resolves to. Returns once the message is queued for the core; waits
+    /// while the node applies backpressure (a full first-hop queue). A
+    /// message that cannot be routed is reported as [`NodeEvent::Dropped`].
     pub async fn send<M: Serialize>(
         &self,
         service: ServiceId,
@@ -423,16 +457,37 @@ impl NodeHandle {
         msg: &M,
         opts: SendOptions,
     ) -> Result<(), NodeError> {
-        let payload = postcard::to_allocvec(msg)
+        // Serialise here, on the caller's thread, straight after room for
+        // the header: the core writes the header in place, no second copy.
+        let mut frame = Vec::with_capacity(HEADER_LEN + 64);
+        frame.resize(HEADER_LEN, 0);
+        let frame = postcard::to_extend(msg, frame)
             .map_err(|e| NodeError::Send(SendError::Encode(e.to_string())))?;
-        self.call(|reply| Command::Send {
-            service,
-            rule,
-            payload,
-            opts,
-            reply,
-        })
-        .await?
+        let len = frame.len() - HEADER_LEN;
+        if len > self.max_payload {
+            return Err(NodeError::Send(SendError::Oversized {
+                len,
+                max: self.max_payload,
+            }));
+        }
+        let want = u32::try_from(frame.len().min(self.budget_max)).unwrap_or(u32::MAX);
+        let credit = Credit(
+            self.budget
+                .clone()
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| NodeError::Closed)?,
+        );
+        self.tx
+            .send(Command::Send {
+                service,
+                rule,
+                frame,
+                opts,
+                credit,
+            })
+            .await
+            .map_err(|_| NodeError::Closed)
     }
 
     /// Calls the RPC of the node's behaviour of type `B` and awaits the answer.
@@ -500,6 +555,11 @@ impl Node {
         let handle = NodeHandle {
             node: network.local_node(),
             listen_addrs: listen_addrs.clone(),
+            max_payload: network.config().max_payload,
+            budget: Arc::new(tokio::sync::Semaphore::new(
+                config.app_bytes_in_flight.max(1),
+            )),
+            budget_max: config.app_bytes_in_flight.max(1),
             tx: cmd_tx,
         };
         log::info!(
@@ -579,8 +639,8 @@ impl Driver {
     ) {
         let now = self.now();
         self.net.handle_tick(now);
-        self.drain(false);
-        let shutdown_reply = loop {
+        self.drain();
+        let shutdown_reply = 'run: loop {
             let wake = self.deadline(self.net.poll_timeout());
             // An owned sender, so the wait borrows nothing from `self`.
             let blocked_tx = self
@@ -606,15 +666,31 @@ impl Driver {
                 ok = room => {
                     self.unblock(ok);
                 }
-                cmd = commands.recv(), if self.blocked.is_none() => match cmd {
-                    Some(Command::Shutdown(reply)) => break Some(reply),
-                    Some(cmd) => self.on_command(cmd),
-                    None => break None,
-                },
+                cmd = commands.recv(), if self.blocked.is_none() => {
+                    // Take what is already queued too (bounded, for
+                    // fairness): one wake-up per burst, not per command.
+                    let mut next = cmd;
+                    let mut taken = 0;
+                    loop {
+                        match next {
+                            Some(Command::Shutdown(reply)) => break 'run Some(reply),
+                            Some(cmd) => self.on_command(cmd),
+                            None => break 'run None,
+                        }
+                        taken += 1;
+                        if taken == COMMAND_BURST || self.blocked.is_some() {
+                            break;
+                        }
+                        match commands.try_recv() {
+                            Ok(cmd) => next = Some(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(wake) => {
                     let now = self.now();
                     self.net.handle_tick(now);
-                    self.drain(false);
+                    self.drain();
                 }
             }
         };
@@ -647,7 +723,7 @@ impl Driver {
                 for f in &frames {
                     let now = self.now();
                     self.net.handle_frame(now, conn, f);
-                    self.drain(false);
+                    self.drain();
                 }
             }
             Event::Closed { conn, why } => {
@@ -671,7 +747,7 @@ impl Driver {
                     });
                     let now = self.now();
                     self.net.handle_disconnected(now, conn);
-                    self.drain(false);
+                    self.drain();
                 }
             }
             Event::Dialed { conn, result } => {
@@ -690,7 +766,7 @@ impl Driver {
                         self.net.handle_outgoing_failed(now, conn, e.into());
                     }
                 }
-                self.drain(false);
+                self.drain();
             }
         }
     }
@@ -704,7 +780,7 @@ impl Driver {
                 self.app_event(NodeEvent::Connected { conn, node });
                 // The core ran its callbacks inside handle_incoming; their
                 // outputs wait: the connection's queue exists only now.
-                self.drain(false);
+                self.drain();
             }
             Err(reason) => {
                 log::debug!(
@@ -766,13 +842,18 @@ impl Driver {
             Command::Send {
                 service,
                 rule,
-                payload,
+                frame,
                 opts,
-                reply,
+                credit,
             } => {
-                let r = self.net.send_payload(now, service, rule, &payload, opts);
-                self.drain(true);
-                let _ = reply.send(r.map_err(NodeError::from));
+                // The handle checked size and encoding: this cannot fail.
+                if let Err(e) = self.net.send_frame(now, service, rule, frame, opts) {
+                    log::warn!("node {}: send refused: {e}", self.net.local_node());
+                }
+                // The first frame out is this message (routed on); it holds
+                // the credit until written. Delivered locally or dropped:
+                // the credit returns now.
+                self.drain_with(Some(credit));
             }
             Command::Rpc {
                 behavior,
@@ -781,7 +862,7 @@ impl Driver {
             } => match self.net.rpc_by_type(now, behavior, req) {
                 Ok(id) => {
                     self.rpcs.insert(id, reply);
-                    self.drain(false);
+                    self.drain();
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
@@ -789,12 +870,12 @@ impl Driver {
             },
             Command::Connect { node, addr, reply } => {
                 let r = self.net.connect(now, node, addr);
-                self.drain(false);
+                self.drain();
                 let _ = reply.send(r.map_err(NodeError::from));
             }
             Command::Close(conn) => {
                 self.net.close(now, conn);
-                self.drain(false);
+                self.drain();
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -841,16 +922,23 @@ impl Driver {
         }
     }
 
-    /// Executes the core's outputs. `from_app`: they follow an application
-    /// send, whose frames wait for queue room instead of being dropped.
-    fn drain(&mut self, from_app: bool) {
+    /// Executes the core's outputs.
+    fn drain(&mut self) {
+        self.drain_with(None);
+    }
+
+    /// [`drain`](Self::drain) after an application send holding `credit`:
+    /// its frames wait for queue room instead of being dropped, and the
+    /// first carries the credit.
+    fn drain_with(&mut self, mut credit: Option<Credit>) {
+        let from_app = credit.is_some();
         while let Some(out) = self.net.poll_output() {
             match out {
                 Output::Send {
                     conn,
                     frame,
                     unreliable,
-                } => self.send(conn, frame, unreliable, from_app),
+                } => self.send(conn, frame, unreliable, from_app, credit.take()),
                 Output::Connect { conn, node, addr } => self.dial(conn, node, addr),
                 Output::Close { conn, reason } => {
                     if let Some(io) = self.conns.remove(&conn) {
@@ -875,11 +963,22 @@ impl Driver {
         }
     }
 
-    fn send(&mut self, conn: ConnId, bytes: Vec<u8>, unreliable: bool, from_app: bool) {
+    fn send(
+        &mut self,
+        conn: ConnId,
+        bytes: Vec<u8>,
+        unreliable: bool,
+        from_app: bool,
+        credit: Option<Credit>,
+    ) {
         let Some(io) = self.conns.get(&conn) else {
             return;
         };
-        let frame = Outbound::Frame { bytes, unreliable };
+        let frame = Outbound::Frame {
+            bytes,
+            unreliable,
+            credit,
+        };
         match io.tx.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(frame)) if from_app && self.blocked.is_none() => {
@@ -924,7 +1023,7 @@ impl Driver {
         for c in conns {
             self.net.close(now, c);
         }
-        self.drain(false);
+        self.drain();
         let writers: Vec<JoinHandle<()>> = self
             .conns
             .drain()
