@@ -283,10 +283,11 @@ enum Ev {
     Action(SimAction),
 }
 
+/// A heap entry: small, so sifting is cheap; the event waits in a slab.
 struct Queued {
     at: Instant,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Queued {
@@ -328,6 +329,9 @@ pub struct Sim {
     seq: u64,
     steps: u64,
     queue: BinaryHeap<Reverse<Queued>>,
+    /// Events by slot; `free` lists the empty slots.
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
     nodes: BTreeMap<NodeId, SimNode>,
     links: BTreeMap<(NodeId, NodeId), LinkConfig>,
     groups: Option<BTreeMap<NodeId, usize>>,
@@ -363,6 +367,8 @@ impl Sim {
             seq: 0,
             steps: 0,
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             nodes: BTreeMap::new(),
             links: BTreeMap::new(),
             groups: None,
@@ -576,7 +582,11 @@ impl Sim {
             });
         }
         self.now = q.at;
-        self.process(q.ev);
+        let ev = self.slab.get_mut(q.slot as usize).and_then(Option::take);
+        self.free.push(q.slot);
+        if let Some(ev) = ev {
+            self.process(ev);
+        }
         Ok(true)
     }
 
@@ -618,10 +628,21 @@ impl Sim {
 
     fn push(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slab.push(Some(ev));
+                // More than 4 billion queued items is far past memory.
+                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
         self.queue.push(Reverse(Queued {
             at,
             seq: self.seq,
-            ev,
+            slot,
         }));
     }
 
