@@ -722,6 +722,44 @@ async fn accept_handshake_times_out(kind: Kind) {
     b.handle.shutdown().await.unwrap();
 }
 
+/// Messages marked unreliable travel as QUIC datagrams (on TCP and memory,
+/// on the stream): on loopback, all arrive.
+async fn unreliable_messages_arrive(kind: Kind) {
+    let mut v = nodes(kind, 2).await;
+    let (l, r) = v.split_at_mut(1);
+    let (a, b) = (&mut l[0], &mut r[0]);
+    link(a, b).await;
+    let bid = b.id();
+    a.router.set_route(bid, bid, 1);
+    b.handle.rpc::<Probe>(20).await.unwrap();
+    let opts = plexus_network::SendOptions {
+        unreliable: true,
+        ..Default::default()
+    };
+    for tag in 0..20u64 {
+        a.handle
+            .send_with(
+                PROBE,
+                RouteRule::Node(bid),
+                &Tagged {
+                    tag,
+                    body: vec![3; 200],
+                },
+                opts,
+            )
+            .await
+            .unwrap();
+    }
+    let got = b.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
+    assert!(
+        matches!(got, Seen::AllReceived { count: 20, .. }),
+        "{got:?}"
+    );
+    for n in &v {
+        n.handle.shutdown().await.unwrap();
+    }
+}
+
 macro_rules! over {
     ($($name:ident: $($kind:ident),+;)*) => {
         $(
@@ -752,4 +790,5 @@ over! {
     app_sends_wait_for_a_full_queue_instead_of_dropping: Quic, Tcp, Mem;
     dial_handshake_times_out: Quic, Tcp;
     accept_handshake_times_out: Quic, Tcp;
+    unreliable_messages_arrive: Quic, Tcp, Mem;
 }
