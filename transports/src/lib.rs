@@ -27,6 +27,11 @@ pub mod tls;
 
 pub use identity::{node_id_of, Identity, IdentityError};
 
+use plexus_network::runtime::{Connection, DialError};
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
 use plexus_network::wire::HEADER_LEN;
 use std::time::Duration;
 
@@ -85,4 +90,28 @@ impl TransportConfig {
     pub(crate) fn key(&self) -> [u8; 32] {
         self.network_key.unwrap_or([0; 32])
     }
+}
+
+/// Runs one incoming connection's handshake in its own task, holding a
+/// pending-handshake permit, within the handshake timeout; hands the
+/// authenticated connection to the runtime or logs why it was refused.
+pub(crate) fn spawn_handshake(
+    scheme: &'static str,
+    local: SocketAddr,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    timeout: std::time::Duration,
+    incoming: mpsc::Sender<Connection>,
+    handshake: impl Future<Output = Result<Connection, DialError>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(conn)) => {
+                let _ = incoming.send(conn).await;
+            }
+            Ok(Err(e)) => log::debug!("{scheme} {local}: incoming from {remote} refused: {e}"),
+            Err(_) => log::debug!("{scheme} {local}: incoming from {remote}: handshake timed out"),
+        }
+    });
 }

@@ -239,43 +239,33 @@ impl Transport for QuicTransport {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let (config, incoming) = (config.clone(), incoming.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let remote = inc.remote_address();
-                    let handshake = async {
-                        let conn = inc.await.map_err(|e| DialError::Failed(e.to_string()))?;
-                        let node = peer_id(&conn)?;
-                        let (mut send, mut recv) = conn
-                            .accept_bi()
-                            .await
-                            .map_err(|e| DialError::Failed(e.to_string()))?;
-                        if let Err(e) =
-                            prove(&conn, &mut send, &mut recv, Role::Listener, &config.key()).await
-                        {
-                            conn.close(NETWORK_KEY.into(), b"network key");
-                            return Err(e);
-                        }
-                        Ok::<_, DialError>(connection(
-                            conn,
-                            node,
-                            send,
-                            recv,
-                            config.max_frame_size,
-                        ))
-                    };
-                    match tokio::time::timeout(config.handshake_timeout, handshake).await {
-                        Ok(Ok(conn)) => {
-                            let _ = incoming.send(conn).await;
-                        }
-                        Ok(Err(e)) => {
-                            log::debug!("quic {local}: incoming from {remote} refused: {e}")
-                        }
-                        Err(_) => {
-                            log::debug!("quic {local}: incoming from {remote}: handshake timed out")
-                        }
+                let config = config.clone();
+                let remote = inc.remote_address();
+                let timeout = config.handshake_timeout;
+                let handshake = async move {
+                    let conn = inc.await.map_err(|e| DialError::Failed(e.to_string()))?;
+                    let node = peer_id(&conn)?;
+                    let (mut send, mut recv) = conn
+                        .accept_bi()
+                        .await
+                        .map_err(|e| DialError::Failed(e.to_string()))?;
+                    if let Err(e) =
+                        prove(&conn, &mut send, &mut recv, Role::Listener, &config.key()).await
+                    {
+                        conn.close(NETWORK_KEY.into(), b"network key");
+                        return Err(e);
                     }
-                });
+                    Ok(connection(conn, node, send, recv, config.max_frame_size))
+                };
+                crate::spawn_handshake(
+                    "quic",
+                    local,
+                    remote,
+                    permit,
+                    timeout,
+                    incoming.clone(),
+                    handshake,
+                );
             }
         });
         *self.accept_task.lock() = Some(task);

@@ -179,33 +179,28 @@ impl Transport for TcpTransport {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let (acceptor, config, incoming) =
-                    (acceptor.clone(), config.clone(), incoming.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let _ = tcp.set_nodelay(true);
-                    let handshake = async {
-                        let mut tls = TlsStream::from(
-                            acceptor
-                                .accept(tcp)
-                                .await
-                                .map_err(|e| DialError::Failed(e.to_string()))?,
-                        );
-                        let node = authenticate(&mut tls, Role::Listener, &config.key()).await?;
-                        Ok::<_, DialError>(connection(tls, node, remote, config.max_frame_size))
-                    };
-                    match tokio::time::timeout(config.handshake_timeout, handshake).await {
-                        Ok(Ok(conn)) => {
-                            let _ = incoming.send(conn).await;
-                        }
-                        Ok(Err(e)) => {
-                            log::debug!("tcp {local}: incoming from {remote} refused: {e}")
-                        }
-                        Err(_) => {
-                            log::debug!("tcp {local}: incoming from {remote}: handshake timed out")
-                        }
-                    }
-                });
+                let (acceptor, config) = (acceptor.clone(), config.clone());
+                let _ = tcp.set_nodelay(true);
+                let timeout = config.handshake_timeout;
+                let handshake = async move {
+                    let mut tls = TlsStream::from(
+                        acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| DialError::Failed(e.to_string()))?,
+                    );
+                    let node = authenticate(&mut tls, Role::Listener, &config.key()).await?;
+                    Ok(connection(tls, node, remote, config.max_frame_size))
+                };
+                crate::spawn_handshake(
+                    "tcp",
+                    local,
+                    remote,
+                    permit,
+                    timeout,
+                    incoming.clone(),
+                    handshake,
+                );
             }
         });
         *self.accept_task.lock() = Some(task);
