@@ -1,0 +1,166 @@
+//! The `node` example as a user runs it: two processes on loopback find
+//! each other and exchange pings; Ctrl-C (SIGINT) shuts them down cleanly;
+//! a bad flag gets a message and exit code 2. `cargo test` builds the
+//! examples, so the binary sits next to this test's.
+
+// Real processes on real time: the clock is the point here.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn node_bin() -> PathBuf {
+    // target/<profile>/deps/node_cli-… → target/<profile>/examples/node
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples")
+        .join(format!("node{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A running node and the lines it prints.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(node_bin())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the node example is built by cargo test");
+        let out = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The first printed line `f` accepts, waiting at most WAIT.
+    fn expect(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if f(&l) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {what}: {e}"),
+            }
+        }
+    }
+
+    fn interrupt_and_wait(mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.expect("shutting down", |l| l.contains("shutting down"));
+        self.child.wait().expect("exits").code().unwrap_or(-1)
+    }
+}
+
+#[test]
+fn two_nodes_find_each_other_and_ping() {
+    let dir = std::env::temp_dir().join(format!("plexus-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ka, kb) = (dir.join("a.key"), dir.join("b.key"));
+    let a = Proc::start(&[
+        "--key-file",
+        ka.to_str().unwrap(),
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--status-every",
+        "1",
+    ]);
+    let id_a = a
+        .expect("the node id", |l| l.starts_with("node id "))
+        .trim_start_matches("node id ")
+        .to_string();
+    let addr_a = a
+        .expect("the address", |l| l.starts_with("listening on "))
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let seed = format!("{id_a}@{addr_a}");
+    let b = Proc::start(&[
+        "--key-file",
+        kb.to_str().unwrap(),
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--seed",
+        &seed,
+        "--status-every",
+        "1",
+    ]);
+    let id_b = b
+        .expect("the node id", |l| l.starts_with("node id "))
+        .trim_start_matches("node id ")
+        .to_string();
+    assert_ne!(id_a, id_b);
+    b.expect("the connection", |l| {
+        l == format!("connected to {id_a} (c0)")
+    });
+    a.expect("the connection", |l| {
+        l.starts_with(&format!("connected to {id_b}"))
+    });
+    // Ping has measured the RTT on both sides.
+    for (p, peer) in [(&a, &id_b), (&b, &id_a)] {
+        p.expect("a measured RTT", |l| {
+            l.contains(&format!("{peer} rtt ")) && !l.contains("rtt ?")
+        });
+    }
+    assert_eq!(b.interrupt_and_wait(), 0);
+    assert_eq!(a.interrupt_and_wait(), 0);
+    // The key files were created, and a restart keeps the id.
+    let again = Proc::start(&[
+        "--key-file",
+        ka.to_str().unwrap(),
+        "--listen",
+        "quic://127.0.0.1:0",
+    ]);
+    assert_eq!(
+        again.expect("the node id", |l| l.starts_with("node id ")),
+        format!("node id {id_a}")
+    );
+    assert_eq!(again.interrupt_and_wait(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_flag_gets_a_message_and_exit_code_two() {
+    for (args, says) in [
+        (vec!["--bogus"], "unexpected argument '--bogus'"),
+        (
+            vec!["--listen", "udp://1.2.3.4:5"],
+            "unknown scheme \"udp\"",
+        ),
+        (
+            vec!["--seed", "xyz@quic://127.0.0.1:1"],
+            "is not 16 hex digits",
+        ),
+        (
+            vec!["--behaviours", "ping,gossip"],
+            "invalid value 'gossip'",
+        ),
+    ] {
+        let out = Command::new(node_bin()).args(&args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
