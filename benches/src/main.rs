@@ -81,9 +81,11 @@ enum Workload {
         /// Average degree of the random graph.
         #[arg(long, default_value_t = 6.0)]
         degree: f64,
-        /// Seconds of steady state to measure traffic over (a multiple of
-        /// the 30 s refresh period gives the long-run average).
-        #[arg(long, default_value_t = 60)]
+        /// Seconds of steady state to measure traffic over. Full-table
+        /// refreshes come every 30 s per neighbour, so a short window over-
+        /// or under-counts them by its phase; 300 s (ten periods) keeps the
+        /// error under 10%.
+        #[arg(long, default_value_t = 300)]
         steady: u64,
         /// Scenario seed.
         #[arg(long, default_value_t = 1)]

@@ -51,8 +51,8 @@
 //! (one entry per destination), plus its own best route per destination and
 //! two indexes. So memory per node is `O(degree × N)` for an `N`-node
 //! network. Measured as resident memory per simulated node at degree 6
-//! (`cargo run --release -p plexus-bench -- dv --nodes N`): 197 KB at 250
-//! nodes, 389 KB at 500, 777 KB at 1,000, 1.49 MB at 2,000 — about 750
+//! (`cargo run --release -p plexus-bench -- dv --nodes N`): 199 KB at 250
+//! nodes, 391 KB at 500, 775 KB at 1,000, 1.49 MB at 2,000 — about 750
 //! bytes per destination, so about 7.5 MB per node at 10,000 nodes, the
 //! size full tables are meant for.
 //!
