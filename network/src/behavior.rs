@@ -771,12 +771,15 @@ impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
 
     fn on_tick(&mut self, env: &mut Env<'_>) {
         self.with_behavior(env, |b, a| b.on_tick(a));
-        let conns: Vec<ConnId> = self.handlers.keys().copied().collect();
-        for conn in conns {
-            if let Some(info) = env.conns.get(&conn).copied() {
-                self.with_handler(env, info, |h, a| h.on_tick(a));
+        // Every handler ticks, then their actions apply in the order they
+        // were queued: no per-tick allocation, one drain.
+        for (conn, h) in self.handlers.iter_mut() {
+            if let Some(info) = env.conns.get(conn).copied() {
+                let mut agent = conn_agent(env, info, &mut self.queue);
+                h.on_tick(&mut agent);
             }
         }
+        self.drain(env);
     }
 
     fn check_connection(
