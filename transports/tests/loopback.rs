@@ -258,6 +258,37 @@ async fn link(a: &mut TestNode, b: &mut TestNode) {
     b.seen(|s| *s == Seen::Connected(aid)).await;
 }
 
+/// One hop A → B: B counts in quiet mode while A sends `n` tagged messages
+/// of `size` bytes with `opts`; returns what B reports once all arrived.
+async fn stream_probes(
+    a: &TestNode,
+    b: &mut TestNode,
+    n: u64,
+    size: usize,
+    opts: plexus_network::SendOptions,
+) -> Seen {
+    let bid = b.id();
+    a.router.set_route(bid, bid, 1);
+    b.handle.rpc::<Probe>(n).await.unwrap();
+    for tag in 0..n {
+        let msg = Tagged {
+            tag,
+            body: vec![7; size],
+        };
+        a.handle
+            .send_with(PROBE, RouteRule::Node(bid), &msg, opts)
+            .await
+            .unwrap();
+    }
+    b.seen(|s| matches!(s, Seen::AllReceived { .. })).await
+}
+
+async fn shutdown_all<'a>(nodes: impl IntoIterator<Item = &'a TestNode>) {
+    for n in nodes {
+        n.handle.shutdown().await.unwrap();
+    }
+}
+
 async fn ping_measures_rtt(kind: Kind) {
     let mut v = nodes(kind, 2).await;
     let (a, b) = v.split_at_mut(1);
@@ -279,9 +310,7 @@ async fn ping_measures_rtt(kind: Kind) {
     let status = a[0].handle.status().await.unwrap();
     assert_eq!(status.connections.len(), 1);
     assert!(status.connections[0].rtt.is_some(), "status shows the RTT");
-    for n in &v {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all(&v).await;
 }
 
 async fn message_crosses_a_four_node_chain(kind: Kind) {
@@ -326,9 +355,7 @@ async fn message_crosses_a_four_node_chain(kind: Kind) {
             "node {i} forwarded"
         );
     }
-    for n in &v {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all(&v).await;
 }
 
 async fn wrong_expected_id_is_refused(kind: Kind) {
@@ -349,9 +376,7 @@ async fn wrong_expected_id_is_refused(kind: Kind) {
         )
     );
     assert!(v[0].handle.status().await.unwrap().connections.is_empty());
-    for n in &v {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all(&v).await;
 }
 
 async fn other_network_key_is_refused_before_any_behaviour(kind: Kind) {
@@ -387,9 +412,7 @@ async fn other_network_key_is_refused_before_any_behaviour(kind: Kind) {
             assert_ne!(node, a.id());
         }
     }
-    for n in [&a, &b, &c] {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all([&a, &b, &c]).await;
 }
 
 async fn oversized_frame_closes_only_that_connection(kind: Kind) {
@@ -448,9 +471,7 @@ async fn oversized_frame_closes_only_that_connection(kind: Kind) {
             .collect::<Vec<_>>(),
         vec![cid]
     );
-    for n in [&a, &b, &c] {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all([&a, &b, &c]).await;
 }
 
 async fn ten_thousand_messages_arrive_in_order(kind: Kind) {
@@ -458,42 +479,15 @@ async fn ten_thousand_messages_arrive_in_order(kind: Kind) {
     let (l, r) = v.split_at_mut(1);
     let (a, b) = (&mut l[0], &mut r[0]);
     link(a, b).await;
-    let bid = b.id();
-    a.router.set_route(bid, bid, 1);
-    b.handle.rpc::<Probe>(10_000).await.unwrap();
-    let sender = a.handle.clone();
-    let send = tokio::spawn(async move {
-        for tag in 0..10_000u64 {
-            sender
-                .send(
-                    PROBE,
-                    RouteRule::Node(bid),
-                    &Tagged {
-                        tag,
-                        body: vec![7; 64],
-                    },
-                )
-                .await
-                .unwrap();
-        }
-    });
-    let got = b.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
-    assert_eq!(
-        got,
-        Seen::AllReceived {
-            count: 10_000,
-            in_order: true
-        }
-    );
-    send.await.unwrap();
-    assert_eq!(
-        a.handle.status().await.unwrap().stats.dropped,
-        0,
-        "nothing dropped at the sender"
-    );
-    for n in &v {
-        n.handle.shutdown().await.unwrap();
-    }
+    let got = stream_probes(a, b, 10_000, 64, Default::default()).await;
+    let all = Seen::AllReceived {
+        count: 10_000,
+        in_order: true,
+    };
+    assert_eq!(got, all);
+    let dropped = a.handle.status().await.unwrap().stats.dropped;
+    assert_eq!(dropped, 0, "nothing dropped at the sender");
+    shutdown_all(&v).await;
 }
 
 async fn connection_limit_refuses_the_extra_peer(kind: Kind) {
@@ -529,9 +523,7 @@ async fn connection_limit_refuses_the_extra_peer(kind: Kind) {
     let status = b.handle.status().await.unwrap();
     assert_eq!(status.connections.len(), 1);
     assert_eq!(status.connections[0].node, a1.id());
-    for n in [&a1, &a2, &b] {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all([&a1, &a2, &b]).await;
 }
 
 async fn full_send_queue_drops_behaviour_frames_and_reports_them(kind: Kind) {
@@ -572,9 +564,7 @@ async fn full_send_queue_drops_behaviour_frames_and_reports_them(kind: Kind) {
         dropped,
         "each drop reported"
     );
-    for n in [&a, &b] {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all([&a, &b]).await;
 }
 
 async fn app_sends_wait_for_a_full_queue_instead_of_dropping(kind: Kind) {
@@ -595,34 +585,14 @@ async fn app_sends_wait_for_a_full_queue_instead_of_dropping(kind: Kind) {
     .await;
     let mut b = spawn(kind, TransportConfig::default(), &hub, 2).await;
     link(&mut a, &mut b).await;
-    let bid = b.id();
-    a.router.set_route(bid, bid, 1);
-    b.handle.rpc::<Probe>(5_000).await.unwrap();
-    for tag in 0..5_000u64 {
-        a.handle
-            .send(
-                PROBE,
-                RouteRule::Node(bid),
-                &Tagged {
-                    tag,
-                    body: vec![1; 512],
-                },
-            )
-            .await
-            .unwrap();
-    }
-    let got = b.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
-    assert_eq!(
-        got,
-        Seen::AllReceived {
-            count: 5_000,
-            in_order: true
-        }
-    );
+    let got = stream_probes(&a, &mut b, 5_000, 512, Default::default()).await;
+    let all = Seen::AllReceived {
+        count: 5_000,
+        in_order: true,
+    };
+    assert_eq!(got, all);
     assert_eq!(a.handle.status().await.unwrap().stats.dropped, 0);
-    for n in [&a, &b] {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all([&a, &b]).await;
 }
 
 /// Dialling something that accepts but never completes a handshake fails
@@ -729,35 +699,17 @@ async fn unreliable_messages_arrive(kind: Kind) {
     let (l, r) = v.split_at_mut(1);
     let (a, b) = (&mut l[0], &mut r[0]);
     link(a, b).await;
-    let bid = b.id();
-    a.router.set_route(bid, bid, 1);
-    b.handle.rpc::<Probe>(20).await.unwrap();
     let opts = plexus_network::SendOptions {
         unreliable: true,
         ..Default::default()
     };
-    for tag in 0..20u64 {
-        a.handle
-            .send_with(
-                PROBE,
-                RouteRule::Node(bid),
-                &Tagged {
-                    tag,
-                    body: vec![3; 200],
-                },
-                opts,
-            )
-            .await
-            .unwrap();
-    }
-    let got = b.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
+    // Datagrams may be reordered: count them, not their order.
+    let got = stream_probes(a, b, 20, 200, opts).await;
     assert!(
         matches!(got, Seen::AllReceived { count: 20, .. }),
         "{got:?}"
     );
-    for n in &v {
-        n.handle.shutdown().await.unwrap();
-    }
+    shutdown_all(&v).await;
 }
 
 macro_rules! over {
