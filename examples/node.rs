@@ -101,7 +101,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// SIGINT and SIGTERM, listened for from before the first line is printed
+/// until the node stops: a signal that arrives while the loop is busy
+/// (printing status, say) waits in the stream instead of killing the
+/// process or being missed.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err = |e: std::io::Error| format!("cannot listen for signals: {e}");
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    /// Waits for either signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
+    let mut signals = Signals::install()?;
     let (identity, created) =
         Identity::load_or_generate(&args.key_file).map_err(|e| e.to_string())?;
     let id = identity.node_id();
@@ -162,7 +191,10 @@ async fn run(args: Args) -> Result<(), String> {
     status.tick().await;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            sig = signals.recv() => {
+                log::info!("{sig}: stopping");
+                break;
+            }
             ev = events.next() => match ev {
                 Some(NodeEvent::Behaviour(e)) => {
                     if let Some(p) = e.downcast_ref::<ping::Event>() {

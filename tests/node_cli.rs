@@ -62,12 +62,31 @@ impl Proc {
         }
     }
 
-    fn interrupt_and_wait(mut self) -> i32 {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill {sig} failed");
+    }
+
+    /// Sends `sig`, then expects the clean-shutdown line and the exit code.
+    fn stop_with(mut self, sig: &str) -> i32 {
+        self.signal(sig);
         self.expect("shutting down", |l| l.contains("shutting down"));
         self.child.wait().expect("exits").code().unwrap_or(-1)
+    }
+
+    fn interrupt_and_wait(self) -> i32 {
+        self.stop_with("-INT")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A failed test must not leave a node running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -163,4 +182,32 @@ fn a_bad_flag_gets_a_message_and_exit_code_two() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// SIGINT as soon as the node has printed its id (the listeners are
+/// installed before any line), SIGTERM likewise, and SIGINT right after a
+/// status line (while the loop may be busy with the next one): each ends in
+/// a clean shutdown with exit code 0.
+#[test]
+fn signals_at_any_moment_shut_down_cleanly() {
+    let dir = std::env::temp_dir().join(format!("plexus-cli-sig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("s.key");
+    let args = [
+        "--key-file",
+        key.to_str().unwrap(),
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--status-every",
+        "1",
+    ];
+    for sig in ["-INT", "-TERM"] {
+        let p = Proc::start(&args);
+        p.expect("the node id", |l| l.starts_with("node id "));
+        assert_eq!(p.stop_with(sig), 0, "{sig} right after the first line");
+    }
+    let p = Proc::start(&args);
+    p.expect("a status line", |l| l.starts_with("status: "));
+    assert_eq!(p.interrupt_and_wait(), 0, "SIGINT after a status line");
+    let _ = std::fs::remove_dir_all(&dir);
 }
