@@ -15,8 +15,8 @@ use plexus::router::dv;
 use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
 use plexus::transports::quic::QuicTransport;
 use plexus::{
-    BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, NodeId, RouteRule, ServiceId,
-    TransportConfig,
+    BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, NoHandler, NodeId, RouteRule,
+    ServiceId, TransportConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -47,11 +47,9 @@ struct Notes(ServiceId);
 
 impl NetworkBehavior for Notes {
     type Msg = Note;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Note>;
     type Event = Arrived;
-    type Request = ();
-    type Response = ();
+    type Rpc = ();
     fn service_id(&self) -> ServiceId {
         self.0
     }

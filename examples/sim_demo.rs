@@ -13,7 +13,8 @@ use plexus::ping;
 use plexus::router::{ServiceSet, StaticRouter};
 use plexus::sim::{topology, LinkConfig, Sim, SimConfig};
 use plexus::{
-    BehaviorAgent, Incoming, Instant, Network, NetworkBehavior, NodeId, Rng, RouteRule, ServiceId,
+    BehaviorAgent, Incoming, Instant, Network, NetworkBehavior, NoHandler, NodeId, Rng, RouteRule,
+    ServiceId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -30,11 +31,9 @@ struct Note(String);
 struct Echo;
 impl NetworkBehavior for Echo {
     type Msg = Note;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Note>;
     type Event = (NodeId, RouteRule, String);
-    type Request = ();
-    type Response = ();
+    type Rpc = ();
     fn service_id(&self) -> ServiceId {
         ECHO
     }

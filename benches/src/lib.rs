@@ -4,7 +4,8 @@
 use plexus::router::StaticRouter;
 use plexus::wire::{Frame, Header};
 use plexus::{
-    BehaviorAgent, ConnId, Incoming, Network, NetworkBehavior, NodeId, RouteRule, ServiceId,
+    BehaviorAgent, ConnId, Incoming, Network, NetworkBehavior, NoHandler, NodeId, RouteRule,
+    ServiceId,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -32,11 +33,9 @@ pub struct Sink {
 
 impl NetworkBehavior for Sink {
     type Msg = Payload;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Payload>;
     type Event = ();
-    type Request = ();
-    type Response = ();
+    type Rpc = ();
 
     fn service_id(&self) -> ServiceId {
         SINK

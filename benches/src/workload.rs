@@ -8,8 +8,8 @@ use plexus::transports::quic::QuicTransport;
 use plexus::transports::tcp::TcpTransport;
 use plexus::transports::tls;
 use plexus::{
-    Answer, BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, RouteRule, ServiceId,
-    TransportConfig,
+    Answer, BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, NoHandler, RouteRule,
+    ServiceId, TransportConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -67,11 +67,9 @@ pub(crate) struct Blast {
 
 impl NetworkBehavior for Blast {
     type Msg = Blob;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Blob>;
     type Event = BlastEvent;
-    type Request = u64;
-    type Response = ();
+    type Rpc = (u64, ());
 
     fn service_id(&self) -> ServiceId {
         BLAST

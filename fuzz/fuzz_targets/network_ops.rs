@@ -1,6 +1,6 @@
 //! Applies an arbitrary sequence of driver inputs to one core — incoming
 //! and outgoing connections, arbitrary frames on them, disconnections,
-//! ticks, application sends and RPCs — and drains its outputs. Nothing
+//! timers, application sends and RPCs — and drains its outputs. Nothing
 //! from the network may panic it.
 //!
 //! `cargo +nightly fuzz run network_ops`
@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use plexus_network::wire::{Frame, Header};
 use plexus_network::{
-    Address, BehaviorAgent, ConnId, Incoming, Instant, Network, NetworkBehavior, NodeId,
+    Address, BehaviorAgent, ConnId, Incoming, Instant, Network, NetworkBehavior, NoHandler, NodeId,
     OutgoingConnectionError, RouteRule, ServiceId,
 };
 use plexus_router::StaticRouter;
@@ -21,11 +21,9 @@ struct Echo;
 
 impl NetworkBehavior for Echo {
     type Msg = (u8, Vec<u8>);
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<(u8, Vec<u8>)>;
     type Event = ();
-    type Request = u8;
-    type Response = u8;
+    type Rpc = (u8, u8);
     fn service_id(&self) -> ServiceId {
         ServiceId(7)
     }
@@ -34,7 +32,12 @@ impl NetworkBehavior for Echo {
             agent.send(RouteRule::Node(m.source), (m.msg.0 + 1, m.msg.1));
         }
     }
-    fn on_rpc(&mut self, agent: &mut BehaviorAgent<'_, Self>, req: u8, answer: plexus_network::Answer<u8>) {
+    fn on_rpc(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        req: u8,
+        answer: plexus_network::Answer<u8>,
+    ) {
         agent.answer(answer, req);
     }
 }
@@ -43,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
     let router = Arc::new(StaticRouter::new(NodeId(1)));
     router.set_route(NodeId(2), NodeId(2), 1);
     router.set_route(NodeId(3), NodeId(2), 2);
-    let mut net = Network::builder(NodeId(1), router).behavior(Echo).build().unwrap();
+    let mut net = Network::builder(NodeId(1), router)
+        .behavior(Echo)
+        .build()
+        .unwrap();
     let mut now = Instant::ZERO;
     let mut conns: Vec<ConnId> = Vec::new();
     let mut it = data.iter().copied();
@@ -90,12 +96,21 @@ fuzz_target!(|data: &[u8]| {
                     net.handle_disconnected(now, c);
                 }
             }
-            4 => net.handle_tick(now),
+            4 => net.handle_timeout(now),
             5 => {
-                let _ = net.send(now, ServiceId(7), RouteRule::Node(NodeId(u64::from(arg % 4))), &(arg, vec![arg; 3]));
+                let _ = net.send(
+                    now,
+                    ServiceId(7),
+                    RouteRule::Node(NodeId(u64::from(arg % 4))),
+                    &(arg, vec![arg; 3]),
+                );
             }
             6 => {
-                if let Ok(c) = net.connect(now, NodeId(u64::from(arg % 5) + 2), Address::Memory(u64::from(arg))) {
+                if let Ok(c) = net.connect(
+                    now,
+                    NodeId(u64::from(arg % 5) + 2),
+                    Address::Memory(u64::from(arg)),
+                ) {
                     conns.push(c);
                 }
             }

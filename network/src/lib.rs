@@ -26,11 +26,9 @@
 //!
 //! impl NetworkBehavior for Hello {
 //!     type Msg = Greeting;
-//!     type HandlerEvent = ();
-//!     type BehaviorEvent = ();
+//!     type Handler = NoHandler<Greeting>;
 //!     type Event = (NodeId, String);
-//!     type Request = ();
-//!     type Response = ();
+//!     type Rpc = ();
 //!     fn service_id(&self) -> ServiceId {
 //!         ServiceId(100)
 //!     }
@@ -61,14 +59,37 @@
 //!     other => panic!("expected the event, got {other:?}"),
 //! }
 //! ```
+//!
+//! # The shape of a behaviour
+//! A behaviour declares four types — its wire message `Msg`, its per-connection
+//! `Handler` ([`NoHandler`] when it needs none), its application `Event`
+//! and its `Rpc` (`(Request, Response)`, or `()`) — and implements only the
+//! callbacks it needs. The events between a behaviour and its handlers are
+//! declared on the handler ([`ConnectionHandler::FromBehavior`],
+//! [`ConnectionHandler::ToBehavior`]), where they are used, and a handler's
+//! agent is typed by the handler, so a handler's module needs the protocol's
+//! message type and nothing of its behaviour. Connection callbacks do not
+//! care about direction (`on_connected`, `on_disconnected`; the direction is
+//! in [`ConnectionInfo`]); the direction-specific names of the original
+//! design remain as provided methods that forward to them. Time reaches a
+//! behaviour only through timers it asks for (`schedule_after`), so a node
+//! with nothing due sleeps, in the runtime and in the simulator alike.
+//!
+//! # Modules
+//! [`plugin`] holds the plugin API (traits, agents); [`network`] the state
+//! machine; the value types, errors and configuration sit beside them and
+//! depend on neither. Nothing in the plugin API depends on the core.
 
 mod addr;
-mod behavior;
+mod config;
+mod error;
 mod id;
 pub mod network;
+pub mod plugin;
 mod rng;
 mod route;
 mod time;
+mod types;
 pub mod wire;
 
 #[cfg(feature = "runtime")]
@@ -77,16 +98,21 @@ pub mod runtime;
 pub mod sim;
 
 pub use addr::{Address, AddressParseError};
-pub use behavior::{
-    Answer, BehaviorAgent, ConnectionAgent, ConnectionEvent, ConnectionHandler, ConnectionInfo,
-    ConnectionRejectReason, NetworkBehavior, OutgoingConnectionError, SendOptions,
+pub use config::NetworkConfig;
+pub use error::{
+    BuildError, ConnectError, ConnectionRejectReason, OutgoingConnectionError, RpcError, SendError,
 };
 pub use id::{ConnId, Direction, NodeId, ServiceId};
-pub use network::{
-    AppEvent, BuildError, CloseReason, ConnectError, DropReason, DropReport, Incoming, Network,
-    NetworkBuilder, NetworkConfig, NetworkStats, Output, RouteChange, RpcError, RpcId, SendError,
+pub use network::{BootstrapStatus, Network, NetworkBuilder};
+pub use plugin::{
+    Answer, BehaviorAgent, ConnectionAgent, ConnectionHandler, FromBehaviorOf, NetworkBehavior,
+    NoHandler, RequestOf, ResponseOf, Rpc, SendOptions, ToBehaviorOf,
 };
 pub use rng::Rng;
 pub use route::{RejectReason, RouteAction, RouteInfo, RouteRule, RouterTable};
 pub use time::Instant;
+pub use types::{
+    AppEvent, BehaviorFailure, CloseReason, ConnectionInfo, DialFailure, DropReason, DropReport,
+    Incoming, NetworkStats, Output, RouteChange, RpcId,
+};
 pub use wire::DecodeError;

@@ -3,8 +3,8 @@
 use plexus::router::StaticRouter;
 use plexus::sim::Sim;
 use plexus::{
-    Answer, BehaviorAgent, ConnId, ConnectionAgent, ConnectionEvent, ConnectionHandler,
-    ConnectionInfo, Network, NetworkBehavior, NodeId, ServiceId,
+    Answer, BehaviorAgent, ConnId, ConnectionAgent, ConnectionHandler, ConnectionInfo, Incoming,
+    Network, NetworkBehavior, NodeId, ServiceId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,34 +43,24 @@ struct RelayHandler;
 
 impl NetworkBehavior for Relay {
     type Msg = ();
-    type HandlerEvent = ToHandler;
-    type BehaviorEvent = Seen;
+    type Handler = RelayHandler;
     type Event = Seen;
-    type Request = Req;
-    type Response = ();
+    type Rpc = (Req, ());
 
     fn service_id(&self) -> ServiceId {
         ServiceId(42)
     }
-    fn on_incoming_connection_connected(
+    fn on_connected(
         &mut self,
         _: &mut BehaviorAgent<'_, Self>,
         _: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        Some(Box::new(RelayHandler))
-    }
-    fn on_outgoing_connection_connected(
-        &mut self,
-        _: &mut BehaviorAgent<'_, Self>,
-        _: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        Some(Box::new(RelayHandler))
+    ) -> Option<RelayHandler> {
+        Some(RelayHandler)
     }
     fn on_handler_event(
         &mut self,
         agent: &mut BehaviorAgent<'_, Self>,
-        _: NodeId,
-        _: ConnId,
+        _: ConnectionInfo,
         seen: Seen,
     ) {
         agent.emit(seen);
@@ -84,9 +74,13 @@ impl NetworkBehavior for Relay {
     }
 }
 
-impl ConnectionHandler<Relay> for RelayHandler {
-    fn on_event(&mut self, _: &mut ConnectionAgent<'_, Relay>, _: ConnectionEvent<()>) {}
-    fn on_behavior_event(&mut self, agent: &mut ConnectionAgent<'_, Relay>, event: ToHandler) {
+impl ConnectionHandler for RelayHandler {
+    type Msg = ();
+    type FromBehavior = ToHandler;
+    type ToBehavior = Seen;
+
+    fn on_message(&mut self, _: &mut ConnectionAgent<'_, Self>, _: Incoming<()>) {}
+    fn on_behavior_event(&mut self, agent: &mut ConnectionAgent<'_, Self>, event: ToHandler) {
         match event {
             ToHandler::Hello(n) => {
                 let conn = agent.conn();
@@ -98,17 +92,16 @@ impl ConnectionHandler<Relay> for RelayHandler {
     }
     fn on_other_handler_event(
         &mut self,
-        agent: &mut ConnectionAgent<'_, Relay>,
-        from_node: NodeId,
-        from_conn: ConnId,
+        agent: &mut ConnectionAgent<'_, Self>,
+        from: ConnectionInfo,
         event: ToHandler,
     ) {
         if let ToHandler::Passed(n) = event {
             let conn = agent.conn();
             agent.emit_to_behavior(Seen::OtherHandler {
                 conn,
-                from_conn,
-                from_node,
+                from_conn: from.conn,
+                from_node: from.node,
                 n,
             });
         }

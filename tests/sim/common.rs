@@ -3,7 +3,9 @@
 
 use plexus::router::StaticRouter;
 use plexus::sim::Sim;
-use plexus::{BehaviorAgent, Incoming, Network, NetworkBehavior, NodeId, RouteRule, ServiceId};
+use plexus::{
+    BehaviorAgent, Incoming, Network, NetworkBehavior, NoHandler, NodeId, RouteRule, ServiceId,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -27,11 +29,9 @@ pub(crate) struct Probe;
 
 impl NetworkBehavior for Probe {
     type Msg = Tagged;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Tagged>;
     type Event = Received;
-    type Request = ();
-    type Response = ();
+    type Rpc = ();
 
     fn service_id(&self) -> ServiceId {
         PROBE

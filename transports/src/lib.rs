@@ -15,6 +15,9 @@
 //! ed25519 key its [`NodeId`](plexus_network::NodeId) derives from
 //! ([`Identity`]), and an optional network key proven per session.
 
+#[cfg(any(feature = "quic", feature = "tcp"))]
+pub(crate) mod accept;
+#[cfg(any(feature = "quic", feature = "tcp"))]
 pub(crate) mod framing;
 pub mod identity;
 #[cfg(feature = "memory")]
@@ -26,11 +29,6 @@ pub mod tcp;
 pub mod tls;
 
 pub use identity::{node_id_of, Identity, IdentityError};
-
-use plexus_network::runtime::{Connection, DialError};
-use std::future::Future;
-use std::net::SocketAddr;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use plexus_network::wire::HEADER_LEN;
 use std::time::Duration;
@@ -55,6 +53,9 @@ pub struct TransportConfig {
     pub keep_alive: Duration,
     /// QUIC idle timeout: a silent connection closes after it. Default 30 s.
     pub idle_timeout: Duration,
+    /// How long a closing connection (or a shutting-down QUIC endpoint)
+    /// waits for the peer to acknowledge what was sent. Default 2 s.
+    pub close_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -66,6 +67,7 @@ impl Default for TransportConfig {
             network_key: None,
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -87,31 +89,8 @@ impl TransportConfig {
         self
     }
 
+    #[cfg(any(feature = "memory", feature = "quic", feature = "tcp"))]
     pub(crate) fn key(&self) -> [u8; 32] {
         self.network_key.unwrap_or([0; 32])
     }
-}
-
-/// Runs one incoming connection's handshake in its own task, holding a
-/// pending-handshake permit, within the handshake timeout; hands the
-/// authenticated connection to the runtime or logs why it was refused.
-pub(crate) fn spawn_handshake(
-    scheme: &'static str,
-    local: SocketAddr,
-    remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    timeout: std::time::Duration,
-    incoming: mpsc::Sender<Connection>,
-    handshake: impl Future<Output = Result<Connection, DialError>> + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let _permit = permit;
-        match tokio::time::timeout(timeout, handshake).await {
-            Ok(Ok(conn)) => {
-                let _ = incoming.send(conn).await;
-            }
-            Ok(Err(e)) => log::debug!("{scheme} {local}: incoming from {remote} refused: {e}"),
-            Err(_) => log::debug!("{scheme} {local}: incoming from {remote}: handshake timed out"),
-        }
-    });
 }

@@ -36,6 +36,8 @@ use tokio::task::JoinHandle;
 pub struct QuicTransport {
     endpoint: quinn::Endpoint,
     local: SocketAddr,
+    /// Whether it accepts (and advertises `local`); a client endpoint only dials.
+    listening: bool,
     config: TransportConfig,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -51,12 +53,28 @@ fn other<E: std::error::Error + Send + Sync + 'static>(e: E) -> io::Error {
 }
 
 impl QuicTransport {
-    /// Binds a UDP socket at `addr` (port 0 picks one) for node `identity`.
-    /// Must be called inside a tokio runtime.
+    /// Binds a UDP socket at `addr` (port 0 picks one) for node `identity`,
+    /// to accept and to dial. Must be called inside a tokio runtime.
     pub fn bind(
         addr: SocketAddr,
         identity: &Identity,
         config: TransportConfig,
+    ) -> io::Result<Self> {
+        Self::new(addr, identity, config, true)
+    }
+
+    /// A QUIC endpoint that only dials (on an ephemeral UDP port, not
+    /// advertised): a node that listens on TCP alone can still reach
+    /// `quic://` peers. Must be called inside a tokio runtime.
+    pub fn client(identity: &Identity, config: TransportConfig) -> io::Result<Self> {
+        Self::new(SocketAddr::from(([0, 0, 0, 0], 0)), identity, config, false)
+    }
+
+    fn new(
+        addr: SocketAddr,
+        identity: &Identity,
+        config: TransportConfig,
+        listening: bool,
     ) -> io::Result<Self> {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(config.keep_alive));
@@ -74,12 +92,17 @@ impl QuicTransport {
         let mut client = quinn::ClientConfig::new(Arc::new(client));
         client.transport_config(transport);
 
-        let mut endpoint = quinn::Endpoint::server(server, addr)?;
+        let mut endpoint = if listening {
+            quinn::Endpoint::server(server, addr)?
+        } else {
+            quinn::Endpoint::client(addr)?
+        };
         endpoint.set_default_client_config(client);
         let local = endpoint.local_addr()?;
         Ok(QuicTransport {
             endpoint,
             local,
+            listening,
             config,
             accept_task: Mutex::new(None),
         })
@@ -96,10 +119,10 @@ const NETWORK_KEY: u32 = 1;
 const IDENTITY: u32 = 2;
 
 fn peer_id(conn: &quinn::Connection) -> Result<NodeId, DialError> {
-    conn.peer_identity()
-        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|certs| tls::peer_node_id(&certs))
-        .ok_or_else(|| DialError::Failed("peer presented no ed25519 certificate".into()))
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+    tls::proven_id(certs.as_deref().map(|c| &c[..]))
 }
 
 async fn prove(
@@ -138,8 +161,9 @@ fn connection(
     node: NodeId,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    max: usize,
+    config: &TransportConfig,
 ) -> Connection {
+    let max = config.max_frame_size;
     let rtt_conn = conn.clone();
     Connection {
         node,
@@ -148,6 +172,7 @@ fn connection(
             conn: conn.clone(),
             send: BufWriter::with_capacity(64 * 1024, send),
             max,
+            close_timeout: config.close_timeout,
         }),
         reader: Box::new(Reader {
             conn,
@@ -195,6 +220,7 @@ struct Writer {
     conn: quinn::Connection,
     send: BufWriter<quinn::SendStream>,
     max: usize,
+    close_timeout: Duration,
 }
 
 impl FrameWriter for Writer {
@@ -209,7 +235,7 @@ impl FrameWriter for Writer {
             let _ = self.send.flush().await;
             let stream = self.send.get_mut();
             let _ = stream.finish();
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.stopped()).await;
+            let _ = tokio::time::timeout(self.close_timeout, stream.stopped()).await;
             let reason = match &end {
                 Ok(Some(why)) => why.clone(),
                 _ => "closed".to_string(),
@@ -226,13 +252,20 @@ impl Transport for QuicTransport {
     }
 
     fn listen_addrs(&self) -> Vec<Address> {
-        vec![Address::Quic(self.local)]
+        if self.listening {
+            vec![Address::Quic(self.local)]
+        } else {
+            Vec::new()
+        }
     }
 
     fn start(&self, incoming: mpsc::Sender<Connection>) {
+        if !self.listening {
+            return;
+        }
         let endpoint = self.endpoint.clone();
         let config = self.config.clone();
-        let local = self.local;
+        let refusals = Arc::new(crate::accept::RefusalLog::new("quic", self.local));
         let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
         let task = tokio::spawn(async move {
             while let Some(inc) = endpoint.accept().await {
@@ -255,11 +288,10 @@ impl Transport for QuicTransport {
                         conn.close(NETWORK_KEY.into(), b"network key");
                         return Err(e);
                     }
-                    Ok(connection(conn, node, send, recv, config.max_frame_size))
+                    Ok(connection(conn, node, send, recv, &config))
                 };
-                crate::spawn_handshake(
-                    "quic",
-                    local,
+                crate::accept::spawn_handshake(
+                    refusals.clone(),
                     remote,
                     permit,
                     timeout,
@@ -298,7 +330,7 @@ impl Transport for QuicTransport {
                 conn.close(NETWORK_KEY.into(), b"network key");
                 return Err(e);
             }
-            Ok(connection(conn, actual, send, recv, config.max_frame_size))
+            Ok(connection(conn, actual, send, recv, &config))
         })
     }
 
@@ -307,9 +339,10 @@ impl Transport for QuicTransport {
             t.abort();
         }
         let endpoint = self.endpoint.clone();
+        let grace = self.config.close_timeout;
         Box::pin(async move {
             endpoint.close(0u32.into(), b"shutdown");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
         })
     }
 }

@@ -26,9 +26,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 type Tls = TlsStream<TcpStream>;
 
+/// First wait after a failed `accept`, and the longest.
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The TCP transport. See the [module docs](self).
 pub struct TcpTransport {
-    local: SocketAddr,
+    /// Where it listens; `None` for a dial-only transport.
+    local: Option<SocketAddr>,
     listener: Mutex<Option<TcpListener>>,
     acceptor: TlsAcceptor,
     connector: TlsConnector,
@@ -38,7 +43,10 @@ pub struct TcpTransport {
 
 impl std::fmt::Debug for TcpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TcpTransport({})", self.local)
+        match self.local {
+            Some(a) => write!(f, "TcpTransport({a})"),
+            None => f.write_str("TcpTransport(dial only)"),
+        }
     }
 }
 
@@ -47,7 +55,8 @@ fn tls_err(e: rustls::Error) -> io::Error {
 }
 
 impl TcpTransport {
-    /// Binds `addr` (port 0 picks one) for node `identity`.
+    /// Binds `addr` (port 0 picks one) for node `identity`, to accept and
+    /// to dial.
     pub async fn bind(
         addr: SocketAddr,
         identity: &Identity,
@@ -55,9 +64,24 @@ impl TcpTransport {
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
+        Self::new(Some(local), Some(listener), identity, config)
+    }
+
+    /// A TCP transport that only dials: a node that listens on QUIC alone
+    /// can still reach `tcp://` peers.
+    pub fn client(identity: &Identity, config: TransportConfig) -> io::Result<Self> {
+        Self::new(None, None, identity, config)
+    }
+
+    fn new(
+        local: Option<SocketAddr>,
+        listener: Option<TcpListener>,
+        identity: &Identity,
+        config: TransportConfig,
+    ) -> io::Result<Self> {
         Ok(TcpTransport {
             local,
-            listener: Mutex::new(Some(listener)),
+            listener: Mutex::new(listener),
             acceptor: TlsAcceptor::from(Arc::new(tls::server_config(identity).map_err(tls_err)?)),
             connector: TlsConnector::from(Arc::new(tls::client_config(identity).map_err(tls_err)?)),
             config,
@@ -65,8 +89,8 @@ impl TcpTransport {
         })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The bound address (`None` for a dial-only transport).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
     }
 }
@@ -75,10 +99,7 @@ impl TcpTransport {
 async fn authenticate(tls: &mut Tls, role: Role, key: &[u8; 32]) -> Result<NodeId, DialError> {
     let (peer, exporter) = {
         let conn = tls.get_ref().1;
-        let peer = conn
-            .peer_certificates()
-            .and_then(tls::peer_node_id)
-            .ok_or_else(|| DialError::Failed("peer presented no ed25519 certificate".into()))?;
+        let peer = tls::proven_id(conn.peer_certificates())?;
         let exporter = match &*tls {
             TlsStream::Client(s) => {
                 s.get_ref()
@@ -156,23 +177,38 @@ impl Transport for TcpTransport {
     }
 
     fn listen_addrs(&self) -> Vec<Address> {
-        vec![Address::Tcp(self.local)]
+        self.local.map(Address::Tcp).into_iter().collect()
     }
 
     fn start(&self, incoming: mpsc::Sender<Connection>) {
         let Some(listener) = self.listener.lock().take() else {
             return;
         };
+        let Some(local) = self.local else {
+            return;
+        };
         let acceptor = self.acceptor.clone();
         let config = self.config.clone();
-        let local = self.local;
+        let refusals = Arc::new(crate::accept::RefusalLog::new("tcp", local));
         let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
         let task = tokio::spawn(async move {
+            let mut backoff = ACCEPT_BACKOFF_MIN;
             loop {
                 let (tcp, remote) = match listener.accept().await {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        x
+                    }
                     Err(e) => {
-                        log::debug!("tcp {local}: accept failed: {e}");
+                        // Out of file descriptors (EMFILE, ENFILE) or memory:
+                        // retrying at once would spin. Wait, doubling up to
+                        // a second, and say so once per doubling.
+                        log::warn!(
+                            "tcp {local}: accept failed: {e}; retrying in {} ms",
+                            backoff.as_millis()
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                         continue;
                     }
                 };
@@ -192,9 +228,8 @@ impl Transport for TcpTransport {
                     let node = authenticate(&mut tls, Role::Listener, &config.key()).await?;
                     Ok(connection(tls, node, remote, config.max_frame_size))
                 };
-                crate::spawn_handshake(
-                    "tcp",
-                    local,
+                crate::accept::spawn_handshake(
+                    refusals.clone(),
                     remote,
                     permit,
                     timeout,
@@ -223,12 +258,7 @@ impl Transport for TcpTransport {
             let name = ServerName::try_from(tls::SERVER_NAME)
                 .map_err(|e| DialError::Failed(e.to_string()))?;
             let mut tls = TlsStream::from(connector.connect(name, tcp).await.map_err(failed)?);
-            let actual = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(tls::peer_node_id)
-                .ok_or_else(|| DialError::Failed("no ed25519 certificate".into()))?;
+            let actual = tls::proven_id(tls.get_ref().1.peer_certificates())?;
             if actual != expected {
                 let _ = tls.shutdown().await;
                 return Err(DialError::IdentityMismatch { expected, actual });

@@ -16,6 +16,10 @@
 //! unkeyed nodes refuse each other too. The proof is bound to the session:
 //! it cannot be replayed on another connection.
 
+// The crate-private helpers below serve the QUIC and TCP transports; a
+// build with neither keeps only the public verifier and configs.
+#![cfg_attr(not(any(feature = "quic", feature = "tcp")), allow(dead_code))]
+
 use crate::identity::{node_id_of, Identity};
 use plexus_network::NodeId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -31,32 +35,85 @@ pub const SERVER_NAME: &str = "plexus";
 pub const ALPN: &[u8] = b"plexus/1";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-plexus-network-key";
 
-/// The DER prefix of an ed25519 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE {
-/// OID 1.3.101.112 }, BIT STRING (33 bytes, 0 unused bits) }.
+/// The DER of an ed25519 SubjectPublicKeyInfo without its key: SEQUENCE {
+/// SEQUENCE { OID 1.3.101.112 }, BIT STRING (33 bytes, 0 unused bits) }.
+/// RFC 8410 fixes this encoding: no parameters, exactly 32 key bytes.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
-/// The ed25519 public key in a certificate. Which occurrence of the prefix
-/// is found does not matter for security: the handshake signature is
-/// checked against the key returned here, so the peer must hold it.
-pub(crate) fn ed25519_key(cert: &[u8]) -> Option<&[u8]> {
-    let at = cert
-        .windows(ED25519_SPKI_PREFIX.len())
-        .position(|w| w == ED25519_SPKI_PREFIX)?;
-    cert.get(at + ED25519_SPKI_PREFIX.len()..at + ED25519_SPKI_PREFIX.len() + 32)
+/// Why a peer's certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The peer presented no certificate.
+    #[error("no certificate")]
+    Missing,
+    /// The peer presented a chain: plexus certificates stand alone.
+    #[error("{0} certificates presented; exactly one is expected")]
+    Chain(usize),
+    /// The certificate does not parse as X.509 DER.
+    #[error("certificate does not parse: {0}")]
+    Malformed(String),
+    /// Its key is not an ed25519 key (RFC 8410 encoding).
+    #[error("the certificate's key is not ed25519")]
+    KeyType,
 }
 
-/// The node id a peer proved, from its certificate chain.
-pub fn peer_node_id(certs: &[CertificateDer<'_>]) -> Option<NodeId> {
-    certs.first().and_then(|c| ed25519_key(c)).map(node_id_of)
+/// The ed25519 public key of a certificate, taken from its parsed
+/// SubjectPublicKeyInfo (rustls-webpki's X.509 parser): the certificate must
+/// parse as a whole, and the SPKI must be exactly an ed25519 key.
+pub fn ed25519_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], CertError> {
+    let parsed =
+        webpki::EndEntityCert::try_from(cert).map_err(|e| CertError::Malformed(e.to_string()))?;
+    let spki = parsed.subject_public_key_info();
+    let spki: &[u8] = spki.as_ref();
+    match spki.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
+        Some(key) if key.len() == 32 => {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(key);
+            Ok(k)
+        }
+        _ => Err(CertError::KeyType),
+    }
+}
+
+/// The node id a peer proved, from the certificates it presented: exactly
+/// one certificate with an ed25519 key.
+pub fn peer_node_id(certs: &[CertificateDer<'_>]) -> Result<NodeId, CertError> {
+    match certs {
+        [] => Err(CertError::Missing),
+        [one] => ed25519_key(one).map(|k| node_id_of(&k)),
+        more => Err(CertError::Chain(more.len())),
+    }
+}
+
+/// The node id the peer of a finished handshake proved, as a dial error
+/// when it proved none.
+pub(crate) fn proven_id(
+    certs: Option<&[CertificateDer<'_>]>,
+) -> Result<NodeId, plexus_network::runtime::DialError> {
+    peer_node_id(certs.unwrap_or_default())
+        .map_err(|e| plexus_network::runtime::DialError::Failed(format!("peer certificate: {e}")))
 }
 
 #[derive(Debug)]
 struct PeerVerifier;
 
-fn bad_cert() -> rustls::Error {
+fn bad_cert(e: CertError) -> rustls::Error {
+    log::debug!("tls: peer certificate refused: {e}");
     rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+}
+
+/// The end-entity certificate must stand alone and hold an ed25519 key.
+fn check_cert(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Result<(), rustls::Error> {
+    if !intermediates.is_empty() {
+        return Err(bad_cert(CertError::Chain(1 + intermediates.len())));
+    }
+    ed25519_key(end_entity).map(|_| ()).map_err(bad_cert)
 }
 
 /// Only TLS 1.3 is offered; a TLS 1.2 signature never needs checking.
@@ -76,7 +133,7 @@ fn verify_signature(
             rustls::PeerIncompatible::NoSignatureSchemesInCommon,
         ));
     }
-    let key = ed25519_key(cert).ok_or_else(bad_cert)?;
+    let key = ed25519_key(cert).map_err(bad_cert)?;
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
         .verify(message, dss.signature())
         .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))?;
@@ -87,12 +144,12 @@ impl ServerCertVerifier for PeerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        ed25519_key(end_entity).ok_or_else(bad_cert)?;
+        check_cert(end_entity, intermediates)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -127,10 +184,10 @@ impl ClientCertVerifier for PeerVerifier {
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        ed25519_key(end_entity).ok_or_else(bad_cert)?;
+        check_cert(end_entity, intermediates)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -234,9 +291,43 @@ mod tests {
     fn the_key_in_our_certificates_is_found() {
         let id = Identity::generate().unwrap();
         let cert = id.cert();
-        assert_eq!(ed25519_key(&cert), Some(id.public_key()));
-        assert_eq!(peer_node_id(&[cert]), Some(id.node_id()));
-        assert_eq!(ed25519_key(b"garbage"), None);
+        assert_eq!(&ed25519_key(&cert).unwrap()[..], id.public_key());
+        assert_eq!(peer_node_id(std::slice::from_ref(&cert)), Ok(id.node_id()));
+        assert_eq!(peer_node_id(&[]), Err(CertError::Missing));
+        assert_eq!(
+            peer_node_id(&[cert.clone(), cert]),
+            Err(CertError::Chain(2))
+        );
+        let garbage = CertificateDer::from(&b"garbage"[..]);
+        assert!(matches!(
+            ed25519_key(&garbage),
+            Err(CertError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_prefix_hidden_in_another_field_is_not_a_key() {
+        // A certificate for a P-256 key whose subject name carries the
+        // ed25519 SPKI bytes: a byte search would have found a "key".
+        let mut params = rcgen::CertificateParams::new(vec!["plexus".into()]).unwrap();
+        let mut fake = ED25519_SPKI_PREFIX.to_vec();
+        fake.extend_from_slice(&[7u8; 32]);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            rcgen::DnValue::Utf8String(String::from_utf8_lossy(&fake).into_owned()),
+        );
+        params.distinguished_name.push(
+            rcgen::DnType::OrganizationName,
+            rcgen::DnValue::PrintableString(rcgen::PrintableString::try_from("x").unwrap()),
+        );
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let der = cert.der().clone();
+        assert_eq!(ed25519_key(&der), Err(CertError::KeyType));
+        // A raw blob with the prefix inside is not a certificate at all.
+        let mut blob = vec![0x30, 0x82, 0x00, 0x40];
+        blob.extend_from_slice(&fake);
+        assert!(ed25519_key(&CertificateDer::from(blob)).is_err());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use plexus_behaviours::ping;
 use plexus_network::runtime::{Node, NodeEvent, NodeEvents, NodeHandle, RuntimeConfig, Transport};
 use plexus_network::{
-    Answer, BehaviorAgent, ConnId, ConnectionHandler, ConnectionInfo, DropReason, Incoming,
-    Network, NetworkBehavior, NetworkConfig, NodeId, OutgoingConnectionError, RouteRule, ServiceId,
+    Answer, BehaviorAgent, ConnId, ConnectionInfo, DropReason, Incoming, Network, NetworkBehavior,
+    NetworkConfig, NoHandler, NodeId, OutgoingConnectionError, RouteRule, ServiceId,
 };
 use plexus_router::StaticRouter;
 use plexus_transports::memory::{MemoryHub, MemoryTransport};
@@ -56,28 +56,18 @@ struct Probe {
 
 impl NetworkBehavior for Probe {
     type Msg = Tagged;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Tagged>;
     type Event = Seen;
-    type Request = u64;
-    type Response = ();
+    type Rpc = (u64, ());
 
     fn service_id(&self) -> ServiceId {
         PROBE
     }
-    fn on_incoming_connection_connected(
+    fn on_connected(
         &mut self,
         agent: &mut BehaviorAgent<'_, Self>,
         conn: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        agent.emit(Seen::Connected(conn.node));
-        None
-    }
-    fn on_outgoing_connection_connected(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
+    ) -> Option<NoHandler<Tagged>> {
         agent.emit(Seen::Connected(conn.node));
         None
     }
@@ -108,12 +98,7 @@ impl NetworkBehavior for Probe {
             });
         }
     }
-    fn on_rpc(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        target: u64,
-        answer: plexus_network::Answer<()>,
-    ) {
+    fn on_rpc(&mut self, agent: &mut BehaviorAgent<'_, Self>, target: u64, answer: Answer<()>) {
         *self = Probe {
             target: Some(target),
             count: 0,
@@ -129,11 +114,9 @@ struct Flood;
 
 impl NetworkBehavior for Flood {
     type Msg = ();
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<()>;
     type Event = ();
-    type Request = (ConnId, u64);
-    type Response = ();
+    type Rpc = ((ConnId, u64), ());
     fn service_id(&self) -> ServiceId {
         ServiceId(201)
     }
@@ -392,10 +375,20 @@ async fn other_network_key_is_refused_before_any_behaviour(kind: Kind) {
     .await;
     let mut c = spawn(kind, keyed(), &hub, 3).await;
     a.handle.connect(b.id(), b.addr).await.unwrap();
+    // The application hears it, with the reason, and so do behaviours.
+    let bid = b.id();
+    a.wait_for(|ev| match ev {
+        NodeEvent::DialFailed(f) if f.node == bid => {
+            assert_eq!(f.error, OutgoingConnectionError::NetworkKey);
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
     let failed = a.seen(|s| matches!(s, Seen::DialFailed(..))).await;
-    assert!(
-        matches!(failed, Seen::DialFailed(_, OutgoingConnectionError::Transport(ref e)) if e.contains("network key mismatch")),
-        "{failed:?}"
+    assert_eq!(
+        failed,
+        Seen::DialFailed(bid, OutgoingConnectionError::NetworkKey)
     );
     // A node with the right key gets in; B's behaviours saw only that one.
     link(&mut c, &mut b).await;

@@ -1,11 +1,8 @@
 //! Node-wide ping state: RTT statistics per connection.
 
-use super::handler::{Handler, HandlerOut};
+use super::handler::{Handler, HandlerEvent};
 use super::{Config, ConnStats, Event, Message, Request, Response, RttStats};
-use plexus_network::{
-    Answer, BehaviorAgent, ConnId, ConnectionHandler, ConnectionInfo, NetworkBehavior, NodeId,
-    ServiceId,
-};
+use plexus_network::{Answer, BehaviorAgent, ConnId, ConnectionInfo, NetworkBehavior, ServiceId};
 use std::collections::BTreeMap;
 
 /// The ping behaviour. See the [module docs](super).
@@ -33,18 +30,6 @@ impl Behaviour {
     pub fn conn_stats(&self, conn: ConnId) -> Option<&ConnStats> {
         self.conns.get(&conn)
     }
-
-    fn opened(&mut self, info: ConnectionInfo) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        self.conns.insert(
-            info.conn,
-            ConnStats {
-                peer: info.node,
-                conn: info.conn,
-                rtt: None,
-            },
-        );
-        Some(Box::new(Handler::new(&self.config)))
-    }
 }
 
 impl Default for Behaviour {
@@ -55,57 +40,43 @@ impl Default for Behaviour {
 
 impl NetworkBehavior for Behaviour {
     type Msg = Message;
-    type HandlerEvent = ();
-    type BehaviorEvent = HandlerOut;
+    type Handler = Handler;
     type Event = Event;
-    type Request = Request;
-    type Response = Response;
+    type Rpc = (Request, Response);
 
     fn service_id(&self) -> ServiceId {
         self.config.service
     }
 
-    fn on_incoming_connection_connected(
+    fn on_connected(
         &mut self,
         _agent: &mut BehaviorAgent<'_, Self>,
         conn: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        self.opened(conn)
+    ) -> Option<Handler> {
+        self.conns.insert(
+            conn.conn,
+            ConnStats {
+                peer: conn.node,
+                conn: conn.conn,
+                rtt: None,
+            },
+        );
+        Some(Handler::new(&self.config))
     }
 
-    fn on_outgoing_connection_connected(
-        &mut self,
-        _agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        self.opened(conn)
-    }
-
-    fn on_incoming_connection_disconnected(
-        &mut self,
-        _agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) {
-        self.conns.remove(&conn.conn);
-    }
-
-    fn on_outgoing_connection_disconnected(
-        &mut self,
-        _agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) {
+    fn on_disconnected(&mut self, _agent: &mut BehaviorAgent<'_, Self>, conn: ConnectionInfo) {
         self.conns.remove(&conn.conn);
     }
 
     fn on_handler_event(
         &mut self,
         agent: &mut BehaviorAgent<'_, Self>,
-        node: NodeId,
-        conn: ConnId,
-        event: HandlerOut,
+        from: ConnectionInfo,
+        event: HandlerEvent,
     ) {
+        let (node, conn) = (from.node, from.conn);
         match event {
-            HandlerOut::Rtt(rtt) => {
+            HandlerEvent::Rtt(rtt) => {
                 if let Some(s) = self.conns.get_mut(&conn) {
                     let r = match &mut s.rtt {
                         Some(r) => {
@@ -124,7 +95,7 @@ impl NetworkBehavior for Behaviour {
                     });
                 }
             }
-            HandlerOut::Failed(failure) => {
+            HandlerEvent::Failed(failure) => {
                 agent.emit(Event {
                     peer: node,
                     conn,

@@ -7,9 +7,10 @@
 //! failure event when a neighbour has not answered for `timeout`; it then
 //! closes the connection if `close_on_failure` is set.
 //!
-//! Failure detection bound: the handler checks on every node tick, so a
-//! neighbour that dies right after its last answer is reported between
-//! `timeout` and `timeout + tick_interval` after that answer.
+//! Failure detection: each handler holds a timer due `timeout` after the
+//! last answer, so a neighbour that dies right after its last answer is
+//! reported `timeout` after that answer (the timer is moved lazily: it
+//! fires, sees a newer answer, and re-arms).
 //!
 //! ```
 //! use plexus_behaviours::ping;
@@ -26,7 +27,7 @@ mod handler;
 mod protocol;
 
 pub use behaviour::Behaviour;
-pub use handler::HandlerOut;
+pub use handler::{Handler, HandlerEvent};
 pub use protocol::Message;
 
 use plexus_network::{ConnId, NodeId, ServiceId};

@@ -3,108 +3,60 @@
 //! [`Sim`] owns a set of [`Network`] cores and drives them exactly as a real
 //! driver would (see [`crate::network`] for the drive loop), but over
 //! simulated connections with a virtual clock. It jumps from one due item —
-//! a frame arriving, a handshake step, a node's tick, a scheduled fault — to
-//! the next, so a minute of virtual time costs only the work done in it.
+//! a frame arriving, a handshake step, a node's timer, a scheduled fault —
+//! to the next, so a minute of virtual time costs only the work done in it,
+//! and a node with no timer due costs nothing.
 //!
-//! # Faults
+//! # The link model
 //! Each direction of each link has a [`LinkConfig`]: base latency, uniform
-//! jitter, loss, duplication and reordering probabilities. Nodes can be put
-//! into partitions (frames and handshakes between groups are dropped) and
-//! healed, killed (a crash: no goodbye to peers, who must notice on their
-//! own) and restarted with fresh state, at once or at a scheduled virtual
-//! time ([`Sim::schedule`]).
-//!
-//! Without `reorder`, each direction of a connection is FIFO even with
-//! jitter (a frame never overtakes an earlier one), as on the stream
-//! transports plexus runs on; `reorder` lets that fraction of frames take an
-//! extra delay and overtake.
+//! jitter, loss, duplication and reordering probabilities, and a
+//! retransmission timeout. Loss means what it means on a real link (see
+//! [`link`]): an unreliable frame is lost; a reliable one arrives late, one
+//! retransmission timeout per loss, in order; a link that loses everything
+//! for longer than [`SimConfig::idle_timeout`] closes the connection.
+//! Reliable frames are never duplicated or reordered (a stream never does
+//! that); unreliable ones may be. Nodes can be put into partitions (an
+//! unreliable frame that meets one is dropped, a reliable one is held until
+//! the heal — or until the idle timeout closes its connection — and
+//! handshakes fail) and healed, killed (a crash: no goodbye; its peers'
+//! connections close after the idle timeout unless a behaviour such as ping
+//! notices first) and restarted with fresh state, at once or at a scheduled
+//! virtual time ([`Sim::schedule`]).
 //!
 //! # Determinism
 //! All randomness comes from the scenario's seed: link faults from the
-//! simulator's own [`Rng`], each node's from a seed derived from the
-//! scenario seed, the node id and its incarnation. Every map iterated here
-//! and in the core is ordered. The same seed and scenario therefore give the
-//! same trace, byte for byte: [`SimReport::trace_hash`] hashes every frame,
-//! handshake, close and drop with its virtual time, and can be compared
-//! across runs.
+//! simulator's own [`Rng`], each node's RNG from a seed derived from the
+//! scenario seed, the node id and its incarnation (the simulator sets it
+//! whatever the factory did). Every map iterated here and in the core is
+//! ordered. The same seed and scenario therefore give the same trace, byte
+//! for byte: [`SimReport::trace_hash`] hashes every frame, handshake, close
+//! and drop with its virtual time, and can be compared across runs.
 //!
 //! # Limits
 //! A run fails loudly with [`SimError::StepLimit`] after
 //! [`SimConfig::step_limit`] processed items, so a livelocked scenario ends.
 
+pub mod link;
+mod queue;
+mod report;
 pub mod topology;
 
-use crate::network::{AppEvent, DropReport, Output, RpcError, RpcId, SendError};
+pub use link::LinkConfig;
+pub use report::{SimEvent, SimReport, TraceEntry};
+
 use crate::{
-    Address, ConnId, Instant, Network, NetworkBehavior, NodeId, OutgoingConnectionError, Rng,
-    RouteRule, ServiceId,
+    Address, ConnId, Instant, Network, NetworkBehavior, NodeId, OutgoingConnectionError, Output,
+    RequestOf, ResponseOf, Rng, RouteRule, RpcError, RpcId, SendError, ServiceId,
 };
+use link::Fate;
+use queue::EventQueue;
+use report::Fnv;
 use serde::Serialize;
 use std::any::Any;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 use thiserror::Error;
-
-/// Faults and timing of one direction of a link.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LinkConfig {
-    /// One-way base latency. Default 10 ms.
-    pub latency: Duration,
-    /// Extra delay drawn uniformly from `[0, jitter]` per frame. Default 0.
-    pub jitter: Duration,
-    /// Probability a frame is lost. Default 0.
-    pub loss: f64,
-    /// Probability a frame is delivered twice. Default 0.
-    pub duplicate: f64,
-    /// Probability a frame is held back by `reorder_delay` and may be
-    /// overtaken. Default 0.
-    pub reorder: f64,
-    /// Extra delay of a reordered frame. Default 20 ms.
-    pub reorder_delay: Duration,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        LinkConfig {
-            latency: Duration::from_millis(10),
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            duplicate: 0.0,
-            reorder: 0.0,
-            reorder_delay: Duration::from_millis(20),
-        }
-    }
-}
-
-impl LinkConfig {
-    /// Sets the latency.
-    pub fn with_latency(mut self, latency: Duration) -> Self {
-        self.latency = latency;
-        self
-    }
-    /// Sets the jitter.
-    pub fn with_jitter(mut self, jitter: Duration) -> Self {
-        self.jitter = jitter;
-        self
-    }
-    /// Sets the loss probability.
-    pub fn with_loss(mut self, loss: f64) -> Self {
-        self.loss = loss;
-        self
-    }
-    /// Sets the duplication probability.
-    pub fn with_duplicate(mut self, duplicate: f64) -> Self {
-        self.duplicate = duplicate;
-        self
-    }
-    /// Sets the reordering probability.
-    pub fn with_reorder(mut self, reorder: f64) -> Self {
-        self.reorder = reorder;
-        self
-    }
-}
 
 /// Settings of a simulation.
 #[derive(Debug, Clone)]
@@ -115,6 +67,10 @@ pub struct SimConfig {
     pub link: LinkConfig,
     /// How long a dial to a dead or cut-off node takes to fail. Default 1 s.
     pub connect_timeout: Duration,
+    /// A connection whose path loses everything (or whose peer died) for
+    /// this long closes, as QUIC's idle timeout closes it. Default 30 s,
+    /// the QUIC transport's default.
+    pub idle_timeout: Duration,
     /// Most items a simulation processes before failing. Default 200 million.
     pub step_limit: u64,
     /// Keep application events for [`Sim::take_events`]. Default true.
@@ -130,6 +86,7 @@ impl SimConfig {
             seed,
             link: LinkConfig::default(),
             connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
             step_limit: 200_000_000,
             capture_events: true,
             record_trace: false,
@@ -169,62 +126,8 @@ pub enum SimAction {
     SetDefaultLink(LinkConfig),
 }
 
-/// An application event from a simulated node.
-#[derive(Debug)]
-pub struct SimEvent {
-    /// Virtual time it was emitted.
-    pub at: Instant,
-    /// The node.
-    pub node: NodeId,
-    /// The event.
-    pub event: AppEvent,
-}
-
-/// One line of the readable trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceEntry {
-    /// Virtual time.
-    pub at: Instant,
-    /// The node it happened at.
-    pub node: NodeId,
-    /// What happened.
-    pub what: String,
-}
-
-/// Counts of what a simulation did, and the hash of its trace.
-#[derive(Debug, Clone, Default)]
-pub struct SimReport {
-    /// Frames handed to links.
-    pub frames_sent: u64,
-    /// Frames delivered to a live node's open connection.
-    pub frames_delivered: u64,
-    /// Frames lost to injected loss.
-    pub frames_lost: u64,
-    /// Extra copies made by injected duplication.
-    pub frames_duplicated: u64,
-    /// Frames delayed by injected reordering.
-    pub frames_reordered: u64,
-    /// Frames dropped at a partition.
-    pub frames_partitioned: u64,
-    /// Frames that arrived at a dead node or a closed connection.
-    pub frames_undeliverable: u64,
-    /// Connections established.
-    pub connects: u64,
-    /// Dials that failed.
-    pub connect_failures: u64,
-    /// Frames handed to links, per service (the header's service byte).
-    pub frames_by_service: BTreeMap<ServiceId, u64>,
-    /// Bytes handed to links, per service.
-    pub bytes_by_service: BTreeMap<ServiceId, u64>,
-    /// Route changes announced by routers.
-    pub route_changes: u64,
-    /// Messages the cores dropped, with where and when.
-    pub drops: Vec<(Instant, NodeId, DropReport)>,
-    /// FNV-1a hash over the whole trace.
-    pub trace_hash: u64,
-}
-
 type Factory = Box<dyn FnMut(NodeId, u64) -> Network>;
+type RpcResult = Result<Box<dyn Any + Send>, RpcError>;
 
 /// The far end of one simulated connection.
 struct Peer {
@@ -232,8 +135,11 @@ struct Peer {
     /// The remote's id for the connection; `None` until the handshake answers.
     conn: Option<ConnId>,
     incarnation: u32,
-    /// Latest arrival time scheduled in this direction (FIFO).
+    /// Latest arrival time scheduled for a reliable frame in this direction
+    /// (they arrive in order).
     fifo: Instant,
+    /// The link model closes this connection: frames sent on it now are lost.
+    dying: bool,
 }
 
 struct SimNode {
@@ -242,6 +148,14 @@ struct SimNode {
     incarnation: u32,
     wake: Option<Instant>,
     conns: BTreeMap<ConnId, Peer>,
+}
+
+/// Reliable frames held at a partition, for one receiving connection.
+struct Held {
+    inc: u32,
+    from: NodeId,
+    since: Instant,
+    frames: VecDeque<Vec<u8>>,
 }
 
 enum Ev {
@@ -273,52 +187,23 @@ enum Ev {
         conn: ConnId,
         inc: u32,
         from: NodeId,
+        reliable: bool,
         bytes: Vec<u8>,
     },
+    /// Is the partition holding frames for this connection healed yet?
+    Retry {
+        to: NodeId,
+        conn: ConnId,
+    },
+    /// The connection ends at `to`: the peer closed it (`idle: false`), or
+    /// the link model timed it out.
     Disconnect {
         to: NodeId,
         conn: ConnId,
         inc: u32,
+        idle: bool,
     },
     Action(SimAction),
-}
-
-/// A heap entry: small, so sifting is cheap; the event waits in a slab.
-struct Queued {
-    at: Instant,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
-/// FNV-1a, 64-bit: stable across Rust versions and platforms, unlike `DefaultHasher`.
-struct Fnv(u64);
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn u64(&mut self, v: u64) {
-        self.write(&v.to_le_bytes());
-    }
 }
 
 /// The simulator. See the [module docs](self).
@@ -326,17 +211,14 @@ pub struct Sim {
     config: SimConfig,
     rng: Rng,
     now: Instant,
-    seq: u64,
     steps: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
-    /// Events by slot; `free` lists the empty slots.
-    slab: Vec<Option<Ev>>,
-    free: Vec<u32>,
+    queue: EventQueue<Ev>,
     nodes: BTreeMap<NodeId, SimNode>,
     links: BTreeMap<(NodeId, NodeId), LinkConfig>,
     groups: Option<BTreeMap<NodeId, usize>>,
+    held: BTreeMap<(NodeId, ConnId), Held>,
     events: Vec<SimEvent>,
-    answers: Vec<(NodeId, RpcId, Box<dyn Any + Send>)>,
+    answers: Vec<(NodeId, RpcId, RpcResult)>,
     report: SimReport,
     hash: Fnv,
     trace: Vec<TraceEntry>,
@@ -364,25 +246,25 @@ impl Sim {
             rng: Rng::new(config.seed),
             config,
             now: Instant::ZERO,
-            seq: 0,
             steps: 0,
-            queue: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
+            queue: EventQueue::default(),
             nodes: BTreeMap::new(),
             links: BTreeMap::new(),
             groups: None,
+            held: BTreeMap::new(),
             events: Vec::new(),
             answers: Vec::new(),
             report: SimReport::default(),
-            hash: Fnv(0xcbf2_9ce4_8422_2325),
+            hash: Fnv::default(),
             trace: Vec::new(),
         }
     }
 
     /// Adds a node built by `factory(id, seed)`, started now. The factory is
     /// kept to build the node afresh on [`restart`](Self::restart); it must
-    /// build a core whose local id is `id` and should seed it with `seed`.
+    /// build a core whose local id is `id`. The simulator seeds the core's
+    /// RNG with `seed` (derived from the scenario's seed, the id and the
+    /// incarnation) whatever the factory did, so runs replay.
     ///
     /// # Panics
     /// If a node with this id exists, or the factory builds a core with
@@ -410,6 +292,11 @@ impl Sim {
     /// The virtual time.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
     }
 
     /// The ids of all nodes, dead or alive.
@@ -448,7 +335,8 @@ impl Sim {
         }
     }
 
-    /// Sends from node `from` as its application would.
+    /// Sends from node `from` as its application would. A dead node cannot
+    /// send: [`SendError::NodeDown`].
     pub fn send<M: Serialize>(
         &mut self,
         from: NodeId,
@@ -457,32 +345,40 @@ impl Sim {
         msg: &M,
     ) -> Result<(), SendError> {
         self.with_node(from, |net, now| net.send(now, service, rule, msg))
-            .unwrap_or(Ok(()))
+            .unwrap_or(Err(SendError::NodeDown(from)))
     }
 
     /// Calls behaviour `B`'s RPC on a node and returns the answer if the
-    /// behaviour answered before returning (`None` if not, or if the node is
-    /// dead).
+    /// behaviour answered before returning (`Ok(None)` if not, or if the
+    /// node is dead; a refusal is an error).
     pub fn rpc<B: NetworkBehavior>(
         &mut self,
         node: NodeId,
-        req: B::Request,
-    ) -> Result<Option<B::Response>, RpcError> {
+        req: RequestOf<B>,
+    ) -> Result<Option<ResponseOf<B>>, RpcError> {
         let Some(id) = self.with_node(node, |net, now| net.rpc::<B>(now, req)) else {
             return Ok(None);
         };
         let id = id?;
-        Ok(self.take_answer::<B::Response>(node, id))
+        self.take_answer::<ResponseOf<B>>(node, id).transpose()
     }
 
-    /// Takes a stored RPC answer of type `R`.
-    pub fn take_answer<R: 'static>(&mut self, node: NodeId, id: RpcId) -> Option<R> {
+    /// Takes a stored RPC answer: the response as `R`, or the error.
+    /// `None` while unanswered (or when the response is not an `R`).
+    pub fn take_answer<R: 'static>(
+        &mut self,
+        node: NodeId,
+        id: RpcId,
+    ) -> Option<Result<R, RpcError>> {
         let pos = self
             .answers
             .iter()
             .position(|(n, i, _)| *n == node && *i == id)?;
-        let (_, _, resp) = self.answers.remove(pos);
-        resp.downcast::<R>().ok().map(|b| *b)
+        let (_, _, result) = self.answers.remove(pos);
+        match result {
+            Ok(resp) => resp.downcast::<R>().ok().map(|b| Ok(*b)),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Sets the faults of the direction `from` → `to`.
@@ -514,21 +410,41 @@ impl Sim {
         self.groups = Some(map);
     }
 
-    /// Removes any partition.
+    /// Removes any partition. Held reliable frames are delivered at their
+    /// connection's next retransmission.
     pub fn heal(&mut self) {
         log::info!("sim {}: partition healed", self.now);
         self.groups = None;
     }
 
-    /// Crashes a node: its state is gone, its peers are not told.
+    /// Crashes a node: its state is gone, its peers are not told; their
+    /// connections to it close after the idle timeout (sooner if a
+    /// behaviour of theirs notices).
     pub fn kill(&mut self, id: NodeId) {
-        if let Some(n) = self.nodes.get_mut(&id) {
-            if n.net.take().is_some() {
-                log::info!("sim {}: node {id} killed", self.now);
-                n.incarnation += 1;
-                n.wake = None;
-                n.conns.clear();
-                self.hash.u64(0x4b49_4c4c ^ id.0);
+        let now = self.now;
+        let idle = self.config.idle_timeout;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if n.net.take().is_none() {
+            return;
+        }
+        log::info!("sim {now}: node {id} killed");
+        n.incarnation += 1;
+        n.wake = None;
+        let peers: Vec<Peer> = std::mem::take(&mut n.conns).into_values().collect();
+        self.hash.u64(0x4b49_4c4c ^ id.0);
+        for p in peers {
+            if let Some(pc) = p.conn {
+                self.queue.push(
+                    now + idle,
+                    Ev::Disconnect {
+                        to: p.node,
+                        conn: pc,
+                        inc: p.incarnation,
+                        idle: true,
+                    },
+                );
             }
         }
     }
@@ -543,7 +459,7 @@ impl Sim {
 
     /// Schedules an action at a virtual time (now, if that is past).
     pub fn schedule(&mut self, at: Instant, action: SimAction) {
-        self.push(at.max(self.now), Ev::Action(action));
+        self.queue.push(at.max(self.now), Ev::Action(action));
     }
 
     /// Takes the application events gathered so far.
@@ -571,7 +487,7 @@ impl Sim {
     /// Processes the next due item, advancing virtual time to it. Returns
     /// `Ok(false)` when nothing is left to do.
     pub fn step(&mut self) -> Result<bool, SimError> {
-        let Some(Reverse(q)) = self.queue.pop() else {
+        let Some((at, ev)) = self.queue.pop() else {
             return Ok(false);
         };
         self.steps += 1;
@@ -581,18 +497,14 @@ impl Sim {
                 at: self.now,
             });
         }
-        self.now = q.at;
-        let ev = self.slab.get_mut(q.slot as usize).and_then(Option::take);
-        self.free.push(q.slot);
-        if let Some(ev) = ev {
-            self.process(ev);
-        }
+        self.now = at;
+        self.process(ev);
         Ok(true)
     }
 
     /// Runs until virtual time `until` (inclusive), then sets the clock to it.
     pub fn run_until(&mut self, until: Instant) -> Result<(), SimError> {
-        while self.queue.peek().is_some_and(|Reverse(q)| q.at <= until) {
+        while self.queue.peek_time().is_some_and(|t| t <= until) {
             self.step()?;
         }
         self.now = self.now.max(until);
@@ -614,7 +526,7 @@ impl Sim {
         if done(self) {
             return Ok(true);
         }
-        while self.queue.peek().is_some_and(|Reverse(q)| q.at <= deadline) {
+        while self.queue.peek_time().is_some_and(|t| t <= deadline) {
             self.step()?;
             if done(self) {
                 return Ok(true);
@@ -625,26 +537,6 @@ impl Sim {
     }
 
     // ---- internals ----------------------------------------------------
-
-    fn push(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        let slot = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.slab.push(Some(ev));
-                // More than 4 billion queued items is far past memory.
-                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            slot,
-        }));
-    }
 
     fn trace_line(&mut self, node: NodeId, what: impl FnOnce() -> String) {
         if self.config.record_trace {
@@ -671,12 +563,13 @@ impl Sim {
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
-        let net = (n.factory)(id, seed);
+        let mut net = (n.factory)(id, seed);
         assert_eq!(
             net.local_node(),
             id,
             "the factory built a core with another id"
         );
+        net.reseed(seed);
         n.net = Some(net);
         n.wake = None;
         n.conns.clear();
@@ -707,14 +600,9 @@ impl Sim {
             .unwrap_or(self.config.link)
     }
 
-    fn delay(&mut self, link: &LinkConfig) -> Duration {
-        let jitter = link.jitter.as_micros() as u64;
-        let extra = if jitter > 0 {
-            self.rng.below(jitter + 1)
-        } else {
-            0
-        };
-        link.latency + Duration::from_micros(extra)
+    fn delay(&mut self, from: NodeId, to: NodeId) -> Duration {
+        let link = self.link(from, to);
+        link.delay(&mut self.rng)
     }
 
     /// Executes every output a node has queued, then re-arms its wake-up.
@@ -730,16 +618,22 @@ impl Sim {
             };
             self.execute(id, out);
         }
+        let now = self.now;
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
         let Some(net) = n.net.as_ref() else {
             return;
         };
-        let t = net.poll_timeout().max(self.now);
-        if n.wake != Some(t) {
-            n.wake = Some(t);
-            self.push(t, Ev::Wake { node: id });
+        match net.poll_timeout() {
+            Some(t) => {
+                let t = t.max(now);
+                if n.wake != Some(t) {
+                    n.wake = Some(t);
+                    self.queue.push(t, Ev::Wake { node: id });
+                }
+            }
+            None => n.wake = None,
         }
     }
 
@@ -752,13 +646,13 @@ impl Sim {
                     Address::Memory(n) => NodeId(n),
                     other => {
                         log::debug!("sim: {id} cannot dial {other}: not a memory address");
-                        self.push(
+                        self.queue.push(
                             now,
                             Ev::ConnectFail {
                                 to: id,
                                 conn,
                                 inc,
-                                err: OutgoingConnectionError::Unreachable,
+                                err: OutgoingConnectionError::NoTransport(other.to_string()),
                             },
                         );
                         return;
@@ -775,12 +669,13 @@ impl Sim {
                             conn: None,
                             incarnation: 0,
                             fifo: now,
+                            dying: false,
                         },
                     );
                 }
                 if self.alive_inc(target).is_some() && !self.cut(id, target) {
-                    let d = self.delay(&self.link(id, target));
-                    self.push(
+                    let d = self.delay(id, target);
+                    self.queue.push(
                         now + d,
                         Ev::ConnectReq {
                             from: id,
@@ -790,7 +685,7 @@ impl Sim {
                         },
                     );
                 } else {
-                    self.push(
+                    self.queue.push(
                         now + self.config.connect_timeout,
                         Ev::ConnectFail {
                             to: id,
@@ -801,25 +696,33 @@ impl Sim {
                     );
                 }
             }
-            Output::Send { conn, frame, .. } => self.transmit(id, conn, frame),
+            Output::Send {
+                conn,
+                frame,
+                unreliable,
+            } => self.transmit(id, conn, frame, !unreliable),
             Output::Close { conn, reason } => {
                 self.hash.u64(0x434c_4f53 ^ id.0 ^ conn.0);
                 self.trace_line(id, || format!("close {conn}: {reason}"));
                 let peer = self.nodes.get_mut(&id).and_then(|n| n.conns.remove(&conn));
+                self.held.remove(&(id, conn));
                 if let Some(Peer {
                     node,
                     conn: Some(pc),
                     incarnation,
+                    fifo,
                     ..
                 }) = peer
                 {
-                    let d = self.delay(&self.link(id, node));
-                    self.push(
-                        now + d,
+                    // The close travels behind the frames already sent.
+                    let d = self.delay(id, node);
+                    self.queue.push(
+                        (now + d).max(fifo),
                         Ev::Disconnect {
                             to: node,
                             conn: pc,
                             inc: incarnation,
+                            idle: false,
                         },
                     );
                 }
@@ -833,7 +736,7 @@ impl Sim {
                     });
                 }
             }
-            Output::RpcAnswer { id: rpc, response } => self.answers.push((id, rpc, response)),
+            Output::RpcAnswer { id: rpc, result } => self.answers.push((id, rpc, result)),
             Output::Dropped(report) => {
                 self.hash.u64(0x4452_4f50 ^ id.0 ^ report.source.0);
                 self.trace_line(id, || {
@@ -848,16 +751,23 @@ impl Sim {
                 self.report.route_changes += 1;
                 self.hash.u64(0x5254_4348 ^ id.0 ^ change.dest.0);
             }
+            Output::DialFailed(_) => {}
+            Output::BehaviorFailed(f) => {
+                self.hash.u64(0x4641_494c_4244 ^ id.0);
+                self.trace_line(id, || f.to_string());
+                self.report.failures.push((now, id, f));
+            }
         }
     }
 
-    /// Puts a frame on the link of `conn`, applying the link's faults.
-    fn transmit(&mut self, id: NodeId, conn: ConnId, frame: Vec<u8>) {
+    /// Puts a frame on the link of `conn`, as the link model says.
+    fn transmit(&mut self, id: NodeId, conn: ConnId, frame: Vec<u8>, reliable: bool) {
         let now = self.now;
         let Some((to, to_conn, to_inc)) = self
             .nodes
             .get(&id)
             .and_then(|n| n.conns.get(&conn))
+            .filter(|p| !p.dying)
             .and_then(|p| p.conn.map(|c| (p.node, c, p.incarnation)))
         else {
             self.report.frames_undeliverable += 1;
@@ -872,48 +782,122 @@ impl Sim {
             .u64(now.as_micros() ^ id.0.rotate_left(7) ^ conn.0);
         self.hash.write(&frame);
         let link = self.link(id, to);
-        if self.rng.chance(link.loss) {
-            self.report.frames_lost += 1;
-            self.hash.u64(0x4c4f_5354);
-            self.trace_line(id, || format!("lost frame on {conn} to {to}"));
-            return;
-        }
-        let copies = if self.rng.chance(link.duplicate) {
-            self.report.frames_duplicated += 1;
-            2
-        } else {
-            1
-        };
-        let mut pending = Some(frame);
-        for i in 0..copies {
-            let mut at = now + self.delay(&link);
-            let reordered = self.rng.chance(link.reorder);
-            if reordered {
-                self.report.frames_reordered += 1;
-                at += link.reorder_delay;
+        match link::fate(&link, reliable, self.config.idle_timeout, &mut self.rng) {
+            Fate::Lost => {
+                self.report.frames_lost += 1;
+                self.hash.u64(0x4c4f_5354);
+                self.trace_line(id, || format!("lost frame on {conn} to {to}"));
             }
-            if let Some(p) = self.nodes.get_mut(&id).and_then(|n| n.conns.get_mut(&conn)) {
-                if !reordered {
+            Fate::Ordered { delay, retransmits } => {
+                self.report.frames_retransmitted += u64::from(retransmits);
+                let mut at = now + delay;
+                if let Some(p) = self.nodes.get_mut(&id).and_then(|n| n.conns.get_mut(&conn)) {
                     at = at.max(p.fifo);
                     p.fifo = at;
                 }
+                self.queue.push(
+                    at,
+                    Ev::Frame {
+                        to,
+                        conn: to_conn,
+                        inc: to_inc,
+                        from: id,
+                        reliable: true,
+                        bytes: frame,
+                    },
+                );
             }
-            let bytes = if i + 1 == copies {
-                pending.take().unwrap_or_default()
-            } else {
-                pending.clone().unwrap_or_default()
-            };
-            self.push(
+            Fate::Datagram { delays, reordered } => {
+                self.report.frames_reordered += u64::from(reordered);
+                self.report.frames_duplicated += delays.len() as u64 - 1;
+                let n = delays.len();
+                let mut frame = Some(frame);
+                for (i, d) in delays.into_iter().enumerate() {
+                    let bytes = if i + 1 == n {
+                        frame.take().unwrap_or_default()
+                    } else {
+                        frame.clone().unwrap_or_default()
+                    };
+                    self.queue.push(
+                        now + d,
+                        Ev::Frame {
+                            to,
+                            conn: to_conn,
+                            inc: to_inc,
+                            from: id,
+                            reliable: false,
+                            bytes,
+                        },
+                    );
+                }
+            }
+            Fate::Dead { after } => {
+                self.trace_line(id, || format!("link to {to} dead on {conn}"));
+                self.link_dead(id, conn, after);
+            }
+        }
+    }
+
+    /// The link of `conn` at `id` lost everything: both ends see the
+    /// connection close after `after`; frames sent on it meanwhile are lost.
+    fn link_dead(&mut self, id: NodeId, conn: ConnId, after: Duration) {
+        let at = self.now + after;
+        let inc = self.nodes.get(&id).map_or(0, |n| n.incarnation);
+        let Some(p) = self.nodes.get_mut(&id).and_then(|n| n.conns.get_mut(&conn)) else {
+            return;
+        };
+        if p.dying {
+            return;
+        }
+        p.dying = true;
+        let far = p.conn.map(|c| (p.node, c, p.incarnation));
+        self.queue.push(
+            at,
+            Ev::Disconnect {
+                to: id,
+                conn,
+                inc,
+                idle: true,
+            },
+        );
+        if let Some((node, c, i)) = far {
+            self.queue.push(
                 at,
-                Ev::Frame {
-                    to,
-                    conn: to_conn,
-                    inc: to_inc,
-                    from: id,
-                    bytes,
+                Ev::Disconnect {
+                    to: node,
+                    conn: c,
+                    inc: i,
+                    idle: true,
                 },
             );
         }
+    }
+
+    /// Holds a reliable frame that met a partition.
+    fn hold(&mut self, to: NodeId, conn: ConnId, inc: u32, from: NodeId, bytes: Vec<u8>) {
+        self.report.frames_held += 1;
+        let now = self.now;
+        let fresh = !self.held.contains_key(&(to, conn));
+        let h = self.held.entry((to, conn)).or_insert_with(|| Held {
+            inc,
+            from,
+            since: now,
+            frames: VecDeque::new(),
+        });
+        h.frames.push_back(bytes);
+        if fresh {
+            let rto = self.link(from, to).retransmit_timeout;
+            self.queue.push(now + rto, Ev::Retry { to, conn });
+        }
+    }
+
+    fn deliver(&mut self, to: NodeId, conn: ConnId, bytes: &[u8]) {
+        self.report.frames_delivered += 1;
+        let now = self.now;
+        if let Some(net) = self.nodes.get_mut(&to).and_then(|n| n.net.as_mut()) {
+            net.handle_frame(now, conn, bytes);
+        }
+        self.drain(to);
     }
 
     fn process(&mut self, ev: Ev) {
@@ -928,7 +912,7 @@ impl Sim {
                 }
                 n.wake = None;
                 if let Some(net) = n.net.as_mut() {
-                    net.handle_tick(now);
+                    net.handle_timeout(now);
                     self.drain(node);
                 }
             }
@@ -938,9 +922,9 @@ impl Sim {
                 from_inc,
                 to,
             } => {
-                let back = self.delay(&self.link(to, from));
+                let back = self.delay(to, from);
                 let (Some(to_inc), false) = (self.alive_inc(to), self.cut(from, to)) else {
-                    self.push(
+                    self.queue.push(
                         now + self.config.connect_timeout,
                         Ev::ConnectFail {
                             to: from,
@@ -968,12 +952,13 @@ impl Sim {
                                     conn: Some(from_conn),
                                     incarnation: from_inc,
                                     fifo: now + back,
+                                    dying: false,
                                 },
                             );
                         }
                         // The ack is the first thing on the connection: frames
                         // the acceptor sends now queue behind it (FIFO).
-                        self.push(
+                        self.queue.push(
                             now + back,
                             Ev::ConnectAck {
                                 to: from,
@@ -987,7 +972,7 @@ impl Sim {
                         self.drain(to);
                     }
                     Some(Err(reason)) => {
-                        self.push(
+                        self.queue.push(
                             now + back,
                             Ev::ConnectFail {
                                 to: from,
@@ -1018,13 +1003,14 @@ impl Sim {
                         .is_some_and(|p| p.conn.is_none());
                 if !waiting {
                     // The dialler is gone or gave up: tear down the accepted side.
-                    let d = self.delay(&self.link(to, peer));
-                    self.push(
+                    let d = self.delay(to, peer);
+                    self.queue.push(
                         now + d,
                         Ev::Disconnect {
                             to: peer,
                             conn: peer_conn,
                             inc: peer_inc,
+                            idle: false,
                         },
                     );
                     return;
@@ -1062,13 +1048,9 @@ impl Sim {
                 conn,
                 inc,
                 from,
+                reliable,
                 bytes,
             } => {
-                if self.cut(from, to) {
-                    self.report.frames_partitioned += 1;
-                    self.hash.u64(0x5041_5254);
-                    return;
-                }
                 let open = self.alive_inc(to) == Some(inc)
                     && self
                         .nodes
@@ -1078,13 +1060,71 @@ impl Sim {
                     self.report.frames_undeliverable += 1;
                     return;
                 }
-                self.report.frames_delivered += 1;
-                if let Some(net) = self.nodes.get_mut(&to).and_then(|n| n.net.as_mut()) {
-                    net.handle_frame(now, conn, &bytes);
+                if self.cut(from, to) {
+                    if reliable {
+                        self.hold(to, conn, inc, from, bytes);
+                    } else {
+                        self.report.frames_partitioned += 1;
+                        self.hash.u64(0x5041_5254);
+                    }
+                    return;
                 }
-                self.drain(to);
+                if reliable && self.held.contains_key(&(to, conn)) {
+                    // Behind frames still held: keep the order.
+                    self.hold(to, conn, inc, from, bytes);
+                    return;
+                }
+                self.deliver(to, conn, &bytes);
             }
-            Ev::Disconnect { to, conn, inc } => {
+            Ev::Retry { to, conn } => {
+                let Some(h) = self.held.get(&(to, conn)) else {
+                    return;
+                };
+                let open = self.alive_inc(to) == Some(h.inc)
+                    && self
+                        .nodes
+                        .get(&to)
+                        .is_some_and(|n| n.conns.contains_key(&conn));
+                if !open {
+                    if let Some(h) = self.held.remove(&(to, conn)) {
+                        self.report.frames_undeliverable += h.frames.len() as u64;
+                    }
+                    return;
+                }
+                let from = h.from;
+                if self.cut(from, to) {
+                    if now - h.since >= self.config.idle_timeout {
+                        self.held.remove(&(to, conn));
+                        self.trace_line(to, || {
+                            format!("partitioned past the idle timeout: {conn}")
+                        });
+                        self.link_dead(to, conn, Duration::ZERO);
+                    } else {
+                        let rto = self.link(from, to).retransmit_timeout;
+                        self.queue.push(now + rto, Ev::Retry { to, conn });
+                    }
+                    return;
+                }
+                if let Some(h) = self.held.remove(&(to, conn)) {
+                    for bytes in h.frames {
+                        if !self
+                            .nodes
+                            .get(&to)
+                            .is_some_and(|n| n.conns.contains_key(&conn))
+                        {
+                            self.report.frames_undeliverable += 1;
+                            continue;
+                        }
+                        self.deliver(to, conn, &bytes);
+                    }
+                }
+            }
+            Ev::Disconnect {
+                to,
+                conn,
+                inc,
+                idle,
+            } => {
                 if self.alive_inc(to) != Some(inc) {
                     return;
                 }
@@ -1095,8 +1135,18 @@ impl Sim {
                 if !removed {
                     return;
                 }
+                self.held.remove(&(to, conn));
+                if idle {
+                    self.report.idle_closes += 1;
+                }
                 self.hash.u64(0x4449_5343 ^ to.0 ^ conn.0);
-                self.trace_line(to, || format!("peer closed {conn}"));
+                self.trace_line(to, || {
+                    if idle {
+                        format!("{conn} timed out")
+                    } else {
+                        format!("peer closed {conn}")
+                    }
+                });
                 if let Some(net) = self.nodes.get_mut(&to).and_then(|n| n.net.as_mut()) {
                     net.handle_disconnected(now, conn);
                 }

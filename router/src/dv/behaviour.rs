@@ -5,8 +5,8 @@ use super::table::{DvRouter, Inner, RouteEntry};
 use super::{Config, NeighbourInfo, Request, Response, Stats};
 use crate::ServiceSet;
 use plexus_network::{
-    Answer, BehaviorAgent, ConnId, ConnectionHandler, ConnectionInfo, Incoming, Instant,
-    NetworkBehavior, NodeId, RouteChange, RouteRule, RouterTable, ServiceId,
+    Answer, BehaviorAgent, ConnId, ConnectionInfo, Incoming, Instant, NetworkBehavior, NoHandler,
+    NodeId, RouteChange, RouteRule, RouterTable, ServiceId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -61,9 +61,17 @@ pub struct Behaviour {
     /// Destinations whose route changed since the last update was sent.
     changed: BTreeSet<NodeId>,
     local_services: Option<ServiceSet>,
-    next_sync: Instant,
+    /// A triggered update is scheduled.
+    trigger_pending: bool,
+    /// A check for silent neighbours is scheduled.
+    silence_pending: bool,
     stats: Stats,
 }
+
+/// Timer tokens.
+const SYNC: u64 = 0;
+const TRIGGER: u64 = 1;
+const SILENCE: u64 = 2;
 
 impl Behaviour {
     /// A router behaviour that keeps `router` up to date. Give the same
@@ -75,7 +83,8 @@ impl Behaviour {
             neighbours: BTreeMap::new(),
             changed: BTreeSet::new(),
             local_services: None,
-            next_sync: Instant::ZERO,
+            trigger_pending: false,
+            silence_pending: false,
             stats: Stats::default(),
         }
     }
@@ -250,6 +259,49 @@ impl Behaviour {
             log::trace!("node {local}: route to {} now via {:?}", c.dest, c.next_hop);
             agent.route_changed(c);
         }
+        self.arm_trigger(agent);
+    }
+
+    /// Schedules a triggered update if routes changed and none is pending:
+    /// changes within `trigger_delay` of each other travel together.
+    fn arm_trigger(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
+        if !self.changed.is_empty() && !self.trigger_pending {
+            self.trigger_pending = true;
+            agent.schedule_after(self.config.trigger_delay, TRIGGER);
+        }
+    }
+
+    /// Schedules the next check for silent neighbours, at the earliest
+    /// moment one could be declared silent.
+    fn arm_silence(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
+        if self.silence_pending {
+            return;
+        }
+        let earliest = self
+            .neighbours
+            .values()
+            .filter(|nb| !nb.silent)
+            .map(|nb| nb.last_heard + self.config.neighbour_timeout)
+            .min();
+        if let Some(at) = earliest {
+            self.silence_pending = true;
+            agent.schedule_at(at + Duration::from_micros(1), SILENCE);
+        }
+    }
+
+    /// Sends every neighbour what changed (the whole table where a refresh
+    /// is due).
+    fn sync_all(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
+        let now = agent.now();
+        let ns: Vec<(NodeId, bool)> = self
+            .neighbours
+            .iter()
+            .map(|(n, nb)| (*n, now >= nb.next_refresh))
+            .collect();
+        for (n, full) in ns {
+            self.send_sync(agent, n, full);
+        }
+        self.changed.clear();
     }
 
     fn drop_neighbour(&mut self, agent: &mut BehaviorAgent<'_, Self>, n: NodeId, why: &str) {
@@ -280,6 +332,7 @@ impl Behaviour {
         nb.conns.push(info.conn);
         nb.last_heard = now;
         self.send_sync(agent, info.node, true);
+        self.arm_silence(agent);
     }
 
     fn disconnected(&mut self, agent: &mut BehaviorAgent<'_, Self>, info: ConnectionInfo) {
@@ -295,88 +348,77 @@ impl Behaviour {
         }
     }
 
-    fn refresh_local_services(&mut self, agent: &BehaviorAgent<'_, Self>) {
+    fn refresh_local_services(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
         let set: ServiceSet = agent.local_services().iter().copied().collect();
         if self.local_services != Some(set) {
             self.local_services = Some(set);
             self.router.inner.write().local_services = set;
             self.changed.insert(self.local());
+            self.arm_trigger(agent);
         }
     }
 }
 
 impl NetworkBehavior for Behaviour {
     type Msg = Sync;
-    type HandlerEvent = ();
-    type BehaviorEvent = ();
+    type Handler = NoHandler<Sync>;
     type Event = ();
-    type Request = Request;
-    type Response = Response;
+    type Rpc = (Request, Response);
 
     fn service_id(&self) -> ServiceId {
         self.config.service
     }
 
-    fn on_tick(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
-        let now = agent.now();
+    fn on_start(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
         self.refresh_local_services(agent);
-        let silent: Vec<NodeId> = self
-            .neighbours
-            .iter()
-            .filter(|(_, nb)| !nb.silent && now - nb.last_heard > self.config.neighbour_timeout)
-            .map(|(n, _)| *n)
-            .collect();
-        for n in silent {
-            self.silence_neighbour(agent, n);
-        }
-        let periodic = now >= self.next_sync;
-        if periodic {
-            self.next_sync = now + self.config.sync_interval;
-        }
-        if periodic || !self.changed.is_empty() {
-            let ns: Vec<(NodeId, bool)> = self
-                .neighbours
-                .iter()
-                .map(|(n, nb)| (*n, now >= nb.next_refresh))
-                .collect();
-            for (n, full) in ns {
-                self.send_sync(agent, n, full);
+        agent.schedule_after(self.config.sync_interval, SYNC);
+    }
+
+    fn on_timer(&mut self, agent: &mut BehaviorAgent<'_, Self>, token: u64) {
+        match token {
+            SYNC => {
+                // The keep-alive (and any change not sent yet) to every
+                // neighbour; the whole table where its refresh is due.
+                self.refresh_local_services(agent);
+                self.sync_all(agent);
+                agent.schedule_after(self.config.sync_interval, SYNC);
             }
-            self.changed.clear();
+            TRIGGER => {
+                self.trigger_pending = false;
+                if !self.changed.is_empty() {
+                    self.sync_all(agent);
+                }
+            }
+            SILENCE => {
+                self.silence_pending = false;
+                let now = agent.now();
+                let silent: Vec<NodeId> = self
+                    .neighbours
+                    .iter()
+                    .filter(|(_, nb)| {
+                        !nb.silent && now - nb.last_heard > self.config.neighbour_timeout
+                    })
+                    .map(|(n, _)| *n)
+                    .collect();
+                for n in silent {
+                    self.silence_neighbour(agent, n);
+                }
+                self.arm_silence(agent);
+            }
+            _ => {}
         }
     }
 
-    fn on_incoming_connection_connected(
+    fn on_connected(
         &mut self,
         agent: &mut BehaviorAgent<'_, Self>,
         conn: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
+    ) -> Option<NoHandler<Sync>> {
         self.connected(agent, conn);
         None
     }
 
-    fn on_outgoing_connection_connected(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) -> Option<Box<dyn ConnectionHandler<Self>>> {
-        self.connected(agent, conn);
-        None
-    }
-
-    fn on_incoming_connection_disconnected(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) {
-        self.disconnected(agent, conn);
-    }
-
-    fn on_outgoing_connection_disconnected(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        conn: ConnectionInfo,
-    ) {
+    fn on_disconnected(&mut self, agent: &mut BehaviorAgent<'_, Self>, conn: ConnectionInfo) {
         self.disconnected(agent, conn);
     }
 
@@ -494,6 +536,7 @@ impl NetworkBehavior for Behaviour {
         if answer_now {
             self.send_sync(agent, from, fresh);
         }
+        self.arm_silence(agent);
     }
 
     fn on_rpc(

@@ -31,8 +31,9 @@
 //!   needs no other behaviour. A link is used only once its RTT is known.
 //!   With equal latencies, metric order is hop order.
 //! - **Updates**: a keep-alive every `sync_interval` to each neighbour
-//!   (carrying the RTT echo and any changes), changes at the next tick
-//!   (triggered updates, batched per tick), and the whole table every
+//!   (carrying the RTT echo and any changes), changes `trigger_delay`
+//!   after the first of them (triggered updates: changes that close
+//!   together travel together), and the whole table every
 //!   `refresh_interval` (repairing anything lost).
 //! - **Loops**: split horizon with poisoned reverse (a route is advertised
 //!   back to its next hop as unreachable), explicit withdrawals (metric
@@ -83,6 +84,7 @@ pub struct Config {
     pub(crate) sync_interval: Duration,
     pub(crate) refresh_interval: Duration,
     pub(crate) neighbour_timeout: Duration,
+    pub(crate) trigger_delay: Duration,
     pub(crate) hop_cost_us: u32,
     pub(crate) cost_quantum_us: u32,
     pub(crate) max_hops: u8,
@@ -95,6 +97,7 @@ impl Default for Config {
             sync_interval: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(30),
             neighbour_timeout: Duration::from_secs(5),
+            trigger_delay: Duration::from_millis(100),
             hop_cost_us: 1000,
             cost_quantum_us: 500,
             max_hops: 16,
@@ -121,6 +124,12 @@ impl Config {
     /// Silence after which a neighbour is dropped. Default 5 s.
     pub fn with_neighbour_timeout(mut self, d: Duration) -> Self {
         self.neighbour_timeout = d;
+        self
+    }
+    /// Delay of a triggered update after the first change it carries.
+    /// Default 100 ms.
+    pub fn with_trigger_delay(mut self, d: Duration) -> Self {
+        self.trigger_delay = d;
         self
     }
     /// Fixed cost of crossing one link, µs. Default 1,000 (1 ms).

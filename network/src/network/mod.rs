@@ -1,0 +1,1191 @@
+//! The core: one node's connections, routing, timers and dispatch, as a
+//! sans-IO state machine.
+//!
+//! # The drive loop
+//! A driver (the tokio runtime, the simulator, a test) owns a [`Network`]
+//! and repeats, as str0m documents its own loop:
+//! 1. feed an input — `handle_incoming`, `handle_outgoing_connected`,
+//!    `handle_outgoing_failed`, `handle_disconnected`, `handle_frame`,
+//!    `handle_timeout`, or an application request (`send`, `rpc`,
+//!    `connect`, `close`, `add_bootstrap`) — each carrying `now`;
+//! 2. drain [`Network::poll_output`] until it returns `None`, executing each
+//!    [`Output`] (dial, write a frame, close, hand an event to the app);
+//! 3. wait until [`Network::poll_timeout`] (if any) or the next input,
+//!    whichever comes first, and go to 1. A node with no timer pending
+//!    sleeps until an input arrives.
+//!
+//! # Guarantees
+//! - Deterministic: the same inputs at the same times produce the same
+//!   outputs. There is no clock, no I/O, no thread and no unseeded RNG here,
+//!   and every map that is iterated is ordered.
+//! - Bytes from the network never panic the core. A frame whose header does
+//!   not validate closes that one connection ([`CloseReason::Protocol`]); a
+//!   payload its behaviour cannot decode is dropped and reported, and closes
+//!   the connection only when its sender was the direct neighbour.
+//! - A behaviour's panic is caught at the callback boundary and disables
+//!   only that behaviour ([`Output::BehaviorFailed`]); nothing it queued in
+//!   that callback is applied.
+//! - Nothing is dropped silently: every message that dies here yields an
+//!   [`Output::Dropped`] with its reason and is counted in [`NetworkStats`].
+//! - Bounded: during one input each behaviour applies at most
+//!   [`NetworkConfig::max_actions_per_input`] actions (counted through
+//!   every nested event); past it, its remaining actions are discarded,
+//!   counted and logged, and the other behaviours are unaffected. Each timer
+//!   that fires is an input of its own. Outputs queue until the driver
+//!   drains them, which the drive loop does after every input.
+
+mod bootstrap;
+mod builder;
+mod timers;
+
+pub use bootstrap::BootstrapStatus;
+pub use builder::NetworkBuilder;
+
+use crate::config::NetworkConfig;
+use crate::error::{
+    ConnectError, ConnectionRejectReason, OutgoingConnectionError, RpcError, SendError,
+};
+use crate::plugin::agent::{CoreAction, Env};
+use crate::plugin::slot::ErasedBehavior;
+use crate::plugin::SendOptions;
+use crate::types::{
+    BehaviorFailure, CloseReason, ConnectionInfo, DialFailure, DropReason, DropReport,
+    NetworkStats, Output, RpcId,
+};
+use crate::wire::{self, Frame, Header, HEADER_LEN};
+use crate::{
+    Address, ConnId, Direction, Instant, NetworkBehavior, NodeId, Rng, RouteAction, RouteRule,
+    RouterTable, ServiceId,
+};
+use serde::Serialize;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+use timers::{TimerKey, Timers, CORE};
+
+/// The core's own timer that starts the behaviours.
+const START: TimerKey = TimerKey {
+    conn: None,
+    slot: CORE,
+    token: u64::MAX,
+};
+
+/// Application RPCs awaiting an answer, most: older ones are forgotten
+/// (their callers time out) so a behaviour that never answers cannot grow
+/// the core.
+const MAX_OPEN_RPCS: usize = 65_536;
+/// Dial-failure warnings per peer: at most one per this interval.
+const DIAL_WARN_INTERVAL: Duration = Duration::from_secs(30);
+/// Peers remembered for rate-limiting dial warnings.
+const DIAL_WARN_PEERS: usize = 1024;
+
+/// Who asked for a dial: decides how loudly its failure is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The application ([`Network::connect`]): a warning.
+    Application,
+    /// A bootstrap peer: a warning (rate-limited by its backoff).
+    Bootstrap,
+    /// A behaviour: debug (it hears the failure and decides).
+    Behavior,
+}
+
+#[derive(Debug)]
+struct Pending {
+    node: NodeId,
+    addr: Address,
+    origin: Origin,
+}
+
+/// One node's core. See the [module docs](self) for the drive loop.
+pub struct Network {
+    local: NodeId,
+    config: NetworkConfig,
+    router: Arc<dyn RouterTable>,
+    rng: Rng,
+    behaviors: Vec<Box<dyn ErasedBehavior>>,
+    /// Per behaviour: disabled after a panic.
+    failed: Vec<bool>,
+    /// Service id → index in `behaviors`.
+    services: [Option<u16>; 256],
+    /// The services of `behaviors`, ascending.
+    service_list: Vec<ServiceId>,
+    conns: BTreeMap<ConnId, ConnectionInfo>,
+    pending: BTreeMap<ConnId, Pending>,
+    /// Established connections per neighbour, oldest first (the one used to forward).
+    neighbours: BTreeMap<NodeId, Vec<ConnId>>,
+    actions: VecDeque<CoreAction>,
+    outputs: VecDeque<Output>,
+    /// RTTs reported by behaviours, per established connection.
+    rtts: BTreeMap<ConnId, Duration>,
+    timers: Timers,
+    bootstrap: Vec<bootstrap::Peer>,
+    /// Application RPCs not answered yet, and whose they are.
+    open_rpcs: BTreeMap<RpcId, ServiceId>,
+    /// Per peer: when a failed dial to it was last warned about, and how
+    /// many failures were quiet since.
+    dial_warned: BTreeMap<NodeId, (Instant, u32)>,
+    /// Per service: how often it went over its action budget.
+    overflows: BTreeMap<ServiceId, u64>,
+    now: Instant,
+    /// Counts inputs: behaviours' action budgets renew with it.
+    input: u64,
+    /// The behaviours' `on_start` has run.
+    started: bool,
+    next_conn: u64,
+    next_rpc: u64,
+    stats: NetworkStats,
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Network")
+            .field("local", &self.local)
+            .field("connections", &self.conns.len())
+            .field("behaviors", &self.behaviors.len())
+            .finish()
+    }
+}
+
+impl Network {
+    /// Starts building the core of node `local`, routed by `router`.
+    pub fn builder(local: NodeId, router: Arc<dyn RouterTable>) -> NetworkBuilder {
+        NetworkBuilder::new(local, router)
+    }
+
+    fn from_parts(
+        local: NodeId,
+        router: Arc<dyn RouterTable>,
+        config: NetworkConfig,
+        seed: u64,
+        behaviors: Vec<Box<dyn ErasedBehavior>>,
+        services: [Option<u16>; 256],
+        bootstrap: Vec<(NodeId, Address)>,
+    ) -> Network {
+        let n = behaviors.len();
+        let mut net = Network {
+            local,
+            rng: Rng::new(seed),
+            router,
+            config,
+            failed: vec![false; n],
+            behaviors,
+            service_list: (0..=255u8)
+                .map(ServiceId)
+                .filter(|s| services[s.0 as usize].is_some())
+                .collect(),
+            services,
+            conns: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            actions: VecDeque::new(),
+            outputs: VecDeque::new(),
+            rtts: BTreeMap::new(),
+            timers: Timers::default(),
+            bootstrap: Vec::new(),
+            open_rpcs: BTreeMap::new(),
+            dial_warned: BTreeMap::new(),
+            overflows: BTreeMap::new(),
+            now: Instant::ZERO,
+            input: 0,
+            started: false,
+            next_conn: 0,
+            next_rpc: 0,
+            stats: NetworkStats::default(),
+        };
+        // The first input starts the behaviours: a core timer due at once.
+        net.timers.set(START, Instant::ZERO);
+        for (node, addr) in bootstrap {
+            net.push_bootstrap(node, addr);
+        }
+        net
+    }
+
+    /// Re-seeds the RNG (the simulator does, so every run replays).
+    #[cfg(feature = "sim")]
+    pub(crate) fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
+    /// This node's id.
+    pub fn local_node(&self) -> NodeId {
+        self.local
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Arc<dyn RouterTable> {
+        &self.router
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NetworkStats {
+        self.stats
+    }
+
+    /// The services of this node's behaviours, ascending.
+    pub fn services(&self) -> &[ServiceId] {
+        &self.service_list
+    }
+
+    /// Services whose behaviour failed (panicked) and is disabled.
+    pub fn failed_services(&self) -> Vec<ServiceId> {
+        self.behaviors
+            .iter()
+            .zip(&self.failed)
+            .filter(|(_, f)| **f)
+            .map(|(b, _)| b.service_id())
+            .collect()
+    }
+
+    /// Established connections, in `ConnId` order.
+    pub fn connections(&self) -> impl Iterator<Item = &ConnectionInfo> + '_ {
+        self.conns.values()
+    }
+
+    /// The bootstrap peers and how dialling them goes.
+    pub fn bootstrap_peers(&self) -> Vec<BootstrapStatus> {
+        self.bootstrap
+            .iter()
+            .map(|p| BootstrapStatus {
+                node: p.node,
+                addr: p.addr,
+                connected: self.neighbours.contains_key(&p.node),
+                failures: p.failures,
+                last_error: p.last_error.clone(),
+            })
+            .collect()
+    }
+
+    /// The behaviour of type `B`, for inspection.
+    pub fn behavior<B: NetworkBehavior>(&self) -> Option<&B> {
+        self.behaviors
+            .iter()
+            .find_map(|b| b.as_any().downcast_ref::<B>())
+    }
+
+    /// The behaviour of type `B`, for direct configuration between inputs.
+    /// Prefer RPCs for anything that should queue actions.
+    pub fn behavior_mut<B: NetworkBehavior>(&mut self) -> Option<&mut B> {
+        self.behaviors
+            .iter_mut()
+            .find_map(|b| b.as_any_mut().downcast_mut::<B>())
+    }
+
+    /// The smoothed RTT of a connection, as reported by a behaviour (ping
+    /// does) through [`BehaviorAgent::report_rtt`](crate::BehaviorAgent::report_rtt).
+    pub fn connection_rtt(&self, conn: ConnId) -> Option<Duration> {
+        self.rtts.get(&conn).copied()
+    }
+
+    /// The next output for the driver, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the core next wants [`handle_timeout`](Self::handle_timeout):
+    /// the earliest pending timer, or `None` when nothing is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ---- inputs -------------------------------------------------------
+
+    /// Fires every timer due at `now`, each as an input of its own. Timers
+    /// set while firing (even for `now`) wait for the next call.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limit = self.timers.next_id();
+        self.now = now;
+        while let Some((at, key)) = self.timers.pop_due(now, limit) {
+            self.begin(now);
+            log::trace!("node {}: timer {key:?} (due {at})", self.local);
+            if key == START {
+                // `begin` has started the behaviours.
+            } else if key.slot == CORE {
+                self.bootstrap_due(key.token as usize);
+            } else {
+                let i = key.slot as usize;
+                self.with_slot(i, "on_timer", |b, env| b.on_timer(env, key.conn, key.token));
+            }
+            self.run_actions();
+        }
+        self.end();
+    }
+
+    /// The application dials `node` at `addr`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        addr: Address,
+    ) -> Result<ConnId, ConnectError> {
+        self.begin(now);
+        let r = self.dial(node, addr, Origin::Application);
+        self.end();
+        r
+    }
+
+    /// Adds a bootstrap peer: dialled now, and again as its docs say
+    /// ([`BootstrapStatus`]).
+    pub fn add_bootstrap(&mut self, now: Instant, node: NodeId, addr: Address) {
+        self.begin(now);
+        self.push_bootstrap(node, addr);
+        self.end();
+    }
+
+    /// The application closes a connection.
+    pub fn close(&mut self, now: Instant, conn: ConnId) {
+        self.begin(now);
+        self.close_conn(conn, CloseReason::Application);
+        self.end();
+    }
+
+    /// A remote node connected to us. Returns the new connection's id, or
+    /// why it is refused (the driver then closes it; no behaviour sees it
+    /// beyond its `check_connection`).
+    pub fn handle_incoming(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        addr: Option<Address>,
+    ) -> Result<ConnId, ConnectionRejectReason> {
+        self.begin(now);
+        if self.conns.len() + self.pending.len() >= self.config.max_connections {
+            log::debug!(
+                "node {}: incoming from {node} refused: connection limit",
+                self.local
+            );
+            self.end();
+            return Err(ConnectionRejectReason::ConnectionLimit);
+        }
+        let conn = self.alloc_conn();
+        let info = ConnectionInfo {
+            conn,
+            node,
+            direction: Direction::Incoming,
+            addr,
+        };
+        if let Err(r) = self.check(&info) {
+            log::debug!(
+                "node {}: incoming {conn} from {node} refused: {r}",
+                self.local
+            );
+            self.end();
+            return Err(r);
+        }
+        self.establish(info);
+        self.end();
+        Ok(conn)
+    }
+
+    /// An outgoing dial (from an [`Output::Connect`]) completed; `node` is
+    /// the identity the transport authenticated.
+    pub fn handle_outgoing_connected(&mut self, now: Instant, conn: ConnId, node: NodeId) {
+        self.begin(now);
+        self.outgoing_connected(conn, node);
+        self.end();
+    }
+
+    fn outgoing_connected(&mut self, conn: ConnId, node: NodeId) {
+        let Some(p) = self.pending.remove(&conn) else {
+            log::debug!("node {}: connected event for unknown {conn}", self.local);
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Application,
+            });
+            return;
+        };
+        if node != p.node {
+            let err = OutgoingConnectionError::IdentityMismatch {
+                expected: p.node,
+                actual: node,
+            };
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::IdentityMismatch {
+                    expected: p.node,
+                    actual: node,
+                },
+            });
+            self.outgoing_error(conn, p, err);
+            return;
+        }
+        let info = ConnectionInfo {
+            conn,
+            node,
+            direction: Direction::Outgoing,
+            addr: Some(p.addr),
+        };
+        if let Err(r) = self.check(&info) {
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Rejected(r.clone()),
+            });
+            self.outgoing_error(conn, p, OutgoingConnectionError::Rejected(r));
+            return;
+        }
+        self.establish(info);
+    }
+
+    /// An outgoing dial failed.
+    pub fn handle_outgoing_failed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        err: OutgoingConnectionError,
+    ) {
+        self.begin(now);
+        match self.pending.remove(&conn) {
+            Some(p) => self.outgoing_error(conn, p, err),
+            None => log::debug!("node {}: failure for unknown dial {conn}", self.local),
+        }
+        self.end();
+    }
+
+    /// A connection went down (the peer closed it, or the transport lost it).
+    pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
+        self.begin(now);
+        if let Some(p) = self.pending.remove(&conn) {
+            self.outgoing_error(conn, p, OutgoingConnectionError::Unreachable);
+        } else if let Some(info) = self.remove_conn(conn) {
+            log::debug!("node {}: {conn} to {} disconnected", self.local, info.node);
+            self.disconnected(info);
+        }
+        self.end();
+    }
+
+    /// One frame arrived on a connection.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.begin(now);
+        self.frame(conn, bytes);
+        self.end();
+    }
+
+    fn frame(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.stats.frames_in += 1;
+        let Some(from) = self.conns.get(&conn).map(|c| c.node) else {
+            log::trace!("node {}: frame on unknown {conn} ignored", self.local);
+            return;
+        };
+        let frame = match Frame::decode(bytes, self.config.max_payload) {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!("node {}: {conn} from {from}: closing: {e}", self.local);
+                self.stats.protocol_errors += 1;
+                self.close_conn(conn, CloseReason::Protocol(e));
+                return;
+            }
+        };
+        let h = frame.header;
+        match self.router.path_to(&h.rule, h.service) {
+            RouteAction::Local => self.deliver(Some((conn, from)), &h, frame.payload),
+            RouteAction::Next(hop) => {
+                if h.ttl <= 1 {
+                    self.drop_msg(&h, DropReason::TtlExpired);
+                } else {
+                    let mut out = bytes.to_vec();
+                    wire::set_ttl(&mut out, h.ttl - 1);
+                    self.stats.forwarded += 1;
+                    log::trace!(
+                        "node {}: forward {} from {} to {hop}",
+                        self.local,
+                        h.rule,
+                        h.source
+                    );
+                    self.send_to_hop(hop, &h, out);
+                }
+            }
+            RouteAction::Reject(r) => self.drop_msg(&h, DropReason::Rejected(r)),
+        }
+    }
+
+    /// The application sends `msg` to the behaviour of `service` on the
+    /// node(s) `rule` resolves to.
+    pub fn send<M: Serialize>(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        rule: RouteRule,
+        msg: &M,
+    ) -> Result<(), SendError> {
+        self.send_with(now, service, rule, msg, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with options (TTL, reliability).
+    pub fn send_with<M: Serialize>(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        rule: RouteRule,
+        msg: &M,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf = postcard::to_extend(msg, buf).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.send_frame(now, service, rule, buf, opts)
+    }
+
+    /// The application sends a message already serialised into a frame
+    /// buffer: `frame[HEADER_LEN..]` is the behaviour's postcard-encoded
+    /// `Msg`, and the first `HEADER_LEN` bytes are room the core fills with
+    /// the header. For drivers that serialise off the core's thread without
+    /// a second copy.
+    pub fn send_frame(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        rule: RouteRule,
+        mut frame: Vec<u8>,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        if frame.len() < HEADER_LEN {
+            return Err(SendError::Encode(format!(
+                "frame buffer of {} bytes has no room for the header",
+                frame.len()
+            )));
+        }
+        let len = frame.len() - HEADER_LEN;
+        let max = self.config.max_payload;
+        let len32 = match u32::try_from(len) {
+            Ok(l) if len <= max => l,
+            _ => return Err(SendError::Oversized { len, max }),
+        };
+        self.begin(now);
+        let header = Header {
+            service,
+            rule,
+            ttl: opts.ttl.unwrap_or(self.config.default_ttl),
+            source: self.local,
+            unreliable: opts.unreliable,
+        };
+        frame[..HEADER_LEN].copy_from_slice(&header.to_bytes(len32));
+        self.actions.push_back(CoreAction::Route { header, frame });
+        self.end();
+        Ok(())
+    }
+
+    /// The driver could not queue a frame the core asked it to send: the
+    /// message is reported dropped ([`DropReason::QueueFull`]).
+    pub fn handle_send_failed(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        self.now = now;
+        if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
+            self.drop_msg(&h, DropReason::QueueFull(conn));
+        }
+    }
+
+    /// The application calls the RPC of the behaviour of type `B`.
+    pub fn rpc<B: NetworkBehavior>(
+        &mut self,
+        now: Instant,
+        req: crate::plugin::RequestOf<B>,
+    ) -> Result<RpcId, RpcError> {
+        self.rpc_by_type(now, TypeId::of::<B>(), Box::new(req))
+            .map_err(|e| match e {
+                RpcError::NoBehavior(_) => RpcError::NoBehavior(std::any::type_name::<B>().into()),
+                other => other,
+            })
+    }
+
+    /// The application calls the RPC of the behaviour whose type has this
+    /// `TypeId`, with a type-erased request (for drivers).
+    pub fn rpc_by_type(
+        &mut self,
+        now: Instant,
+        behavior: TypeId,
+        req: Box<dyn Any + Send>,
+    ) -> Result<RpcId, RpcError> {
+        let idx = self
+            .behaviors
+            .iter()
+            .position(|b| b.as_any().type_id() == behavior)
+            .ok_or_else(|| RpcError::NoBehavior(format!("{behavior:?}")))?;
+        let service = self.behaviors[idx].service_id();
+        self.rpc_erased(now, service, req)
+    }
+
+    /// The application calls the RPC of the behaviour of `service` with a
+    /// type-erased request (for drivers that carry requests as `Box<dyn Any>`).
+    ///
+    /// `Ok` carries the id the answer ([`Output::RpcAnswer`]) will repeat. A
+    /// behaviour that failed answers at once with
+    /// [`RpcError::BehaviorFailed`], through that output too.
+    pub fn rpc_erased(
+        &mut self,
+        now: Instant,
+        service: ServiceId,
+        req: Box<dyn Any + Send>,
+    ) -> Result<RpcId, RpcError> {
+        let idx = self.services[service.0 as usize]
+            .ok_or_else(|| RpcError::NoBehavior(service.to_string()))? as usize;
+        self.begin(now);
+        let id = RpcId(self.next_rpc);
+        self.next_rpc += 1;
+        if self.failed[idx] {
+            self.outputs.push_back(Output::RpcAnswer {
+                id,
+                result: Err(RpcError::BehaviorFailed(service)),
+            });
+            self.end();
+            return Ok(id);
+        }
+        self.open_rpcs.insert(id, service);
+        if self.open_rpcs.len() > MAX_OPEN_RPCS {
+            self.open_rpcs.pop_first();
+        }
+        let res = self.with_slot(idx, "on_rpc", |b, env| b.on_rpc(env, id, req));
+        let res = match res {
+            Some(Ok(())) => Ok(id),
+            Some(Err(_)) => {
+                self.open_rpcs.remove(&id);
+                Err(RpcError::WrongType(service))
+            }
+            // It panicked: its open RPCs, this one included, were answered.
+            None => Ok(id),
+        };
+        self.end();
+        res
+    }
+
+    // ---- internals ----------------------------------------------------
+
+    /// Starts an input at `now`: behaviours' action budgets renew. The
+    /// first input starts the behaviours.
+    fn begin(&mut self, now: Instant) {
+        self.now = now;
+        self.input += 1;
+        if !self.started {
+            self.started = true;
+            self.timers.cancel(&START);
+            self.start();
+        }
+    }
+
+    /// Ends an input: applies what is queued, leaves the timers exact.
+    fn end(&mut self) {
+        self.run_actions();
+        self.timers.purge_top();
+    }
+
+    fn alloc_conn(&mut self) -> ConnId {
+        let c = ConnId(self.next_conn);
+        self.next_conn += 1;
+        c
+    }
+
+    /// Lends behaviour `i` an `Env` over the other fields and runs `f`,
+    /// catching a panic: then the behaviour is disabled, nothing it queued
+    /// in this call applies, and `None` is returned (also when it was
+    /// disabled already).
+    fn with_slot<R>(
+        &mut self,
+        i: usize,
+        callback: &'static str,
+        f: impl FnOnce(&mut dyn ErasedBehavior, &mut Env<'_>) -> R,
+    ) -> Option<R> {
+        if self.failed[i] {
+            return None;
+        }
+        let mark = self.actions.len();
+        let result = {
+            let mut env = Env {
+                local: self.local,
+                now: self.now,
+                input: self.input,
+                default_ttl: self.config.default_ttl,
+                max_actions: self.config.max_actions_per_input,
+                services: &self.service_list,
+                rng: &mut self.rng,
+                conns: &self.conns,
+                out: &mut self.actions,
+            };
+            let b = self.behaviors[i].as_mut();
+            catch_unwind(AssertUnwindSafe(|| f(b, &mut env)))
+        };
+        match result {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                self.actions.truncate(mark);
+                self.fail(i, callback, &*payload);
+                None
+            }
+        }
+    }
+
+    /// Calls every behaviour's `on_start`, once.
+    fn start(&mut self) {
+        log::debug!(
+            "node {}: starting {} behaviour(s)",
+            self.local,
+            self.behaviors.len()
+        );
+        for i in 0..self.behaviors.len() {
+            self.with_slot(i, "on_start", |b, env| b.on_start(env));
+            // Each behaviour's start is its own input: one cannot use up
+            // another's budget.
+            self.run_actions();
+            self.input += 1;
+        }
+    }
+
+    /// Disables behaviour `i` after a panic in `callback`.
+    fn fail(&mut self, i: usize, callback: &'static str, payload: &(dyn Any + Send)) {
+        self.failed[i] = true;
+        self.stats.behavior_failures += 1;
+        let b = &mut self.behaviors[i];
+        let service = b.service_id();
+        let failure = BehaviorFailure {
+            service,
+            behavior: b.type_name(),
+            callback,
+            message: panic_message(payload),
+        };
+        // Its handlers' destructors run here; a panic in one changes nothing.
+        let _ = catch_unwind(AssertUnwindSafe(|| b.disable()));
+        self.timers.remove_slot(i as u16);
+        log::error!(
+            "node {}: {failure}; it is disabled, the node goes on",
+            self.local
+        );
+        let open: Vec<RpcId> = self
+            .open_rpcs
+            .iter()
+            .filter(|(_, s)| **s == service)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.open_rpcs.remove(&id);
+            self.outputs.push_back(Output::RpcAnswer {
+                id,
+                result: Err(RpcError::BehaviorFailed(service)),
+            });
+        }
+        self.outputs.push_back(Output::BehaviorFailed(failure));
+    }
+
+    /// Asks every behaviour whether `info` may come up.
+    fn check(&mut self, info: &ConnectionInfo) -> Result<(), ConnectionRejectReason> {
+        for i in 0..self.behaviors.len() {
+            if let Some(Err(r)) =
+                self.with_slot(i, "check_connection", |b, _| b.check_connection(info))
+            {
+                return Err(r);
+            }
+        }
+        Ok(())
+    }
+
+    fn dial(
+        &mut self,
+        node: NodeId,
+        addr: Address,
+        origin: Origin,
+    ) -> Result<ConnId, ConnectError> {
+        if node == self.local {
+            return Err(ConnectError::SelfDial);
+        }
+        if let Some(&conn) = self.neighbours.get(&node).and_then(|v| v.first()) {
+            return Err(ConnectError::AlreadyConnected { node, conn });
+        }
+        if let Some((&conn, _)) = self.pending.iter().find(|(_, p)| p.node == node) {
+            return Err(ConnectError::AlreadyConnected { node, conn });
+        }
+        if self.conns.len() + self.pending.len() >= self.config.max_connections {
+            return Err(ConnectError::ConnectionLimit);
+        }
+        let conn = self.alloc_conn();
+        self.pending.insert(conn, Pending { node, addr, origin });
+        log::debug!("node {}: dialling {node} at {addr} as {conn}", self.local);
+        self.outputs.push_back(Output::Connect { conn, node, addr });
+        Ok(conn)
+    }
+
+    fn establish(&mut self, info: ConnectionInfo) {
+        log::debug!(
+            "node {}: {} {:?} connection to {} up",
+            self.local,
+            info.conn,
+            info.direction,
+            info.node
+        );
+        self.conns.insert(info.conn, info);
+        self.neighbours
+            .entry(info.node)
+            .or_default()
+            .push(info.conn);
+        if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == info.node) {
+            p.connected();
+        }
+        for i in 0..self.behaviors.len() {
+            self.with_slot(i, "on_connected", |b, env| b.on_connected(env, info));
+        }
+        self.run_actions();
+    }
+
+    fn remove_conn(&mut self, conn: ConnId) -> Option<ConnectionInfo> {
+        let info = self.conns.remove(&conn)?;
+        self.rtts.remove(&conn);
+        self.timers.remove_conn(conn);
+        if let Some(v) = self.neighbours.get_mut(&info.node) {
+            v.retain(|c| *c != conn);
+            if v.is_empty() {
+                self.neighbours.remove(&info.node);
+            }
+        }
+        Some(info)
+    }
+
+    /// Forgets a connection now and tells the driver to close it.
+    fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.pending.remove(&conn).is_some() {
+            self.outputs.push_back(Output::Close { conn, reason });
+            return;
+        }
+        if let Some(info) = self.remove_conn(conn) {
+            log::debug!(
+                "node {}: closing {conn} to {}: {reason}",
+                self.local,
+                info.node
+            );
+            self.outputs.push_back(Output::Close { conn, reason });
+            self.disconnected(info);
+        }
+    }
+
+    fn disconnected(&mut self, info: ConnectionInfo) {
+        for i in 0..self.behaviors.len() {
+            self.with_slot(i, "on_disconnected", |b, env| b.on_disconnected(env, info));
+        }
+        if self.conns.is_empty() && self.pending.is_empty() {
+            // Alone: the bootstrap peers are the way back in.
+            for k in 0..self.bootstrap.len() {
+                self.schedule_bootstrap(k, Duration::ZERO);
+            }
+        }
+        self.run_actions();
+    }
+
+    fn outgoing_error(&mut self, conn: ConnId, p: Pending, err: OutgoingConnectionError) {
+        self.stats.dial_failures += 1;
+        let node = p.node;
+        match p.origin {
+            Origin::Behavior => log::debug!(
+                "node {}: dial {conn} to {node} at {} failed: {err}",
+                self.local,
+                p.addr
+            ),
+            Origin::Application => self.warn_dial(node, p.addr, &err),
+            Origin::Bootstrap => {}
+        }
+        if let Some(k) = self.bootstrap.iter().position(|b| b.dialing == Some(conn)) {
+            let (warn, delay) = self.bootstrap[k].failed(err.clone());
+            let failures = self.bootstrap[k].failures;
+            // ±20% jitter, from the node's seeded RNG.
+            let jitter = 0.8 + 0.4 * self.rng.next_f64();
+            let delay = delay.mul_f64(jitter);
+            if warn {
+                log::warn!(
+                    "node {}: cannot reach bootstrap peer {node} at {}: {err} \
+                     (attempt {failures}; retrying in {:.1} s)",
+                    self.local,
+                    p.addr,
+                    delay.as_secs_f64()
+                );
+            }
+            self.schedule_bootstrap(k, delay);
+        }
+        for i in 0..self.behaviors.len() {
+            self.with_slot(i, "on_outgoing_connection_error", |b, env| {
+                b.on_outgoing_error(env, node, conn, &err)
+            });
+        }
+        self.outputs.push_back(Output::DialFailed(DialFailure {
+            conn,
+            node,
+            addr: p.addr,
+            error: err,
+        }));
+        self.run_actions();
+    }
+
+    /// A warning for a failed application dial, at most one per peer per
+    /// [`DIAL_WARN_INTERVAL`] (the next one says how many were quiet).
+    fn warn_dial(&mut self, node: NodeId, addr: Address, err: &OutgoingConnectionError) {
+        let now = self.now;
+        let entry = self.dial_warned.get(&node).copied();
+        match entry {
+            Some((at, quiet)) if now - at < DIAL_WARN_INTERVAL => {
+                self.dial_warned.insert(node, (at, quiet + 1));
+                log::debug!(
+                    "node {}: dial to {node} at {addr} failed: {err}",
+                    self.local
+                );
+            }
+            other => {
+                let quiet = other.map_or(0, |(_, q)| q);
+                let more = if quiet > 0 {
+                    format!(" ({quiet} more failed quietly before)")
+                } else {
+                    String::new()
+                };
+                log::warn!(
+                    "node {}: cannot connect to {node} at {addr}: {err}{more}",
+                    self.local
+                );
+                if self.dial_warned.len() >= DIAL_WARN_PEERS && other.is_none() {
+                    self.dial_warned.pop_first();
+                }
+                self.dial_warned.insert(node, (now, 0));
+            }
+        }
+    }
+
+    fn push_bootstrap(&mut self, node: NodeId, addr: Address) {
+        if node == self.local {
+            log::warn!(
+                "node {}: bootstrap peer {node} is this node; ignored",
+                self.local
+            );
+            return;
+        }
+        if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == node) {
+            p.addr = addr;
+            return;
+        }
+        self.bootstrap.push(bootstrap::Peer::new(node, addr));
+        self.schedule_bootstrap(self.bootstrap.len() - 1, Duration::ZERO);
+    }
+
+    fn schedule_bootstrap(&mut self, k: usize, after: Duration) {
+        let key = TimerKey {
+            conn: None,
+            slot: CORE,
+            token: k as u64,
+        };
+        self.timers.set(key, self.now + after);
+    }
+
+    /// The retry timer of bootstrap peer `k`.
+    fn bootstrap_due(&mut self, k: usize) {
+        let Some(p) = self.bootstrap.get(k) else {
+            return;
+        };
+        let (node, addr) = (p.node, p.addr);
+        let alone = self.conns.is_empty();
+        if p.dialing.is_some() || self.neighbours.contains_key(&node) || (p.joined && !alone) {
+            return;
+        }
+        match self.dial(node, addr, Origin::Bootstrap) {
+            Ok(conn) => self.bootstrap[k].dialing = Some(conn),
+            Err(ConnectError::AlreadyConnected { .. }) => {}
+            Err(e) => {
+                log::debug!("node {}: bootstrap dial to {node}: {e}", self.local);
+                self.schedule_bootstrap(k, bootstrap::MAX_BACKOFF);
+            }
+        }
+    }
+
+    fn drop_msg(&mut self, h: &Header, reason: DropReason) {
+        self.stats.dropped += 1;
+        log::debug!(
+            "node {}: dropped {} message from {} ({}): {reason}",
+            self.local,
+            h.service,
+            h.source,
+            h.rule
+        );
+        self.outputs.push_back(Output::Dropped(DropReport {
+            source: h.source,
+            service: h.service,
+            rule: h.rule,
+            reason,
+        }));
+    }
+
+    fn send_on(&mut self, conn: ConnId, frame: Vec<u8>, unreliable: bool) {
+        self.stats.frames_out += 1;
+        self.outputs.push_back(Output::Send {
+            conn,
+            frame,
+            unreliable,
+        });
+    }
+
+    fn send_to_hop(&mut self, hop: NodeId, h: &Header, frame: Vec<u8>) {
+        match self.neighbours.get(&hop).and_then(|v| v.first()).copied() {
+            Some(conn) => self.send_on(conn, frame, h.unreliable),
+            None => self.drop_msg(h, DropReason::NoConnection(hop)),
+        }
+    }
+
+    /// Delivers a validated message to its local behaviour.
+    fn deliver(&mut self, via: Option<(ConnId, NodeId)>, h: &Header, payload: &[u8]) {
+        let Some(idx) = self.services[h.service.0 as usize] else {
+            self.drop_msg(h, DropReason::UnknownService);
+            return;
+        };
+        let idx = idx as usize;
+        if self.failed[idx] {
+            self.drop_msg(h, DropReason::BehaviorFailed);
+            return;
+        }
+        let conn = via.map(|(c, _)| c);
+        let res = self.with_slot(idx, "on_message", |b, env| {
+            b.on_message(env, conn, h, payload)
+        });
+        match res {
+            Some(Ok(())) => self.stats.delivered += 1,
+            None => self.drop_msg(h, DropReason::BehaviorFailed),
+            Some(Err(e)) => {
+                log::debug!(
+                    "node {}: {} payload from {} does not decode: {e}",
+                    self.local,
+                    h.service,
+                    h.source
+                );
+                self.drop_msg(h, DropReason::BadPayload);
+                // Only the author of a message is to blame for it: close the
+                // connection when the author is the neighbour itself.
+                if let Some((c, from)) = via {
+                    if from == h.source {
+                        self.close_conn(c, CloseReason::BadPayload(h.service));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies queued actions until none are left. Each came from a
+    /// behaviour's budgeted queue (or the application), so this ends.
+    fn run_actions(&mut self) {
+        while let Some(action) = self.actions.pop_front() {
+            self.apply(action);
+        }
+    }
+
+    fn apply(&mut self, action: CoreAction) {
+        match action {
+            CoreAction::Route { header: h, frame } => {
+                if frame.len() - HEADER_LEN > self.config.max_payload {
+                    self.drop_msg(&h, DropReason::Oversized);
+                    return;
+                }
+                match self.router.path_to(&h.rule, h.service) {
+                    RouteAction::Local => self.deliver(None, &h, &frame[HEADER_LEN..]),
+                    RouteAction::Next(_) if h.ttl == 0 => self.drop_msg(&h, DropReason::TtlExpired),
+                    RouteAction::Next(hop) => self.send_to_hop(hop, &h, frame),
+                    RouteAction::Reject(r) => self.drop_msg(&h, DropReason::Rejected(r)),
+                }
+            }
+            CoreAction::SendConn {
+                conn,
+                header: h,
+                frame,
+            } => {
+                if frame.len() - HEADER_LEN > self.config.max_payload {
+                    self.drop_msg(&h, DropReason::Oversized);
+                } else if self.conns.contains_key(&conn) {
+                    self.send_on(conn, frame, h.unreliable);
+                } else {
+                    self.drop_msg(&h, DropReason::ConnectionClosed(conn));
+                }
+            }
+            CoreAction::Connect { node, addr } => match self.dial(node, addr, Origin::Behavior) {
+                Ok(_) => {}
+                Err(ConnectError::ConnectionLimit) => {
+                    let conn = self.alloc_conn();
+                    let p = Pending {
+                        node,
+                        addr,
+                        origin: Origin::Behavior,
+                    };
+                    let err =
+                        OutgoingConnectionError::Rejected(ConnectionRejectReason::ConnectionLimit);
+                    self.outgoing_error(conn, p, err);
+                }
+                Err(e) => log::trace!("node {}: dial to {node} skipped: {e}", self.local),
+            },
+            CoreAction::Close { conn, service } => {
+                self.close_conn(conn, CloseReason::Behavior(service));
+            }
+            CoreAction::Emit(ev) => self.outputs.push_back(Output::Event(ev)),
+            CoreAction::Answer { id, result } => {
+                if self.open_rpcs.remove(&id).is_some() {
+                    self.outputs.push_back(Output::RpcAnswer { id, result });
+                } else {
+                    log::debug!(
+                        "node {}: answer to unknown RPC {} ignored",
+                        self.local,
+                        id.0
+                    );
+                }
+            }
+            CoreAction::Rtt { conn, rtt } => {
+                if self.conns.contains_key(&conn) {
+                    self.rtts.insert(conn, rtt);
+                }
+            }
+            CoreAction::RouteChanged(change) => {
+                for i in 0..self.behaviors.len() {
+                    self.with_slot(i, "on_route_changed", |b, env| {
+                        b.on_route_changed(env, &change)
+                    });
+                }
+                self.outputs.push_back(Output::RouteChanged(change));
+            }
+            CoreAction::Timer {
+                service,
+                conn,
+                token,
+                at,
+            } => {
+                let Some(slot) = self.services[service.0 as usize] else {
+                    return;
+                };
+                if self.failed[slot as usize] || conn.is_some_and(|c| !self.conns.contains_key(&c))
+                {
+                    return; // its owner is gone
+                }
+                let key = TimerKey { conn, slot, token };
+                match at {
+                    Some(at) => self.timers.set(key, at),
+                    None => self.timers.cancel(&key),
+                }
+            }
+            CoreAction::Overflow { service, discarded } => {
+                self.stats.budget_overflows += 1;
+                self.stats.actions_discarded += discarded;
+                let n = self.overflows.entry(service).or_default();
+                *n += 1;
+                if n.is_power_of_two() {
+                    log::warn!(
+                        "node {}: behaviour {service} queued more than {} actions in one input \
+                         ({discarded} discarded; {n} time(s) so far): does it bounce events forever?",
+                        self.local,
+                        self.config.max_actions_per_input
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

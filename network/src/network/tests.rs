@@ -1,0 +1,625 @@
+//! The core on its own: one `Network`, driven by hand.
+
+use super::*;
+use crate::{
+    Answer, BehaviorAgent, ConnectionAgent, ConnectionHandler, Incoming, NoHandler, RejectReason,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const ME: NodeId = NodeId(1);
+const ECHO: ServiceId = ServiceId(10);
+const BOUNCE: ServiceId = ServiceId(11);
+const BOOM: ServiceId = ServiceId(12);
+
+/// Routes to neighbours by a fixed table; everything else is unroutable.
+struct Table(BTreeMap<NodeId, NodeId>);
+
+impl RouterTable for Table {
+    fn path_to_node(&self, dest: NodeId) -> RouteAction {
+        if dest == ME {
+            return RouteAction::Local;
+        }
+        match self.0.get(&dest) {
+            Some(n) => RouteAction::Next(*n),
+            None => RouteAction::Reject(RejectReason::NoRoute),
+        }
+    }
+    fn path_to_key(&self, _: NodeId) -> RouteAction {
+        RouteAction::Local
+    }
+    fn path_to_service(&self, _: ServiceId) -> RouteAction {
+        RouteAction::Local
+    }
+}
+
+fn router(routes: &[(u64, u64)]) -> Arc<Table> {
+    Arc::new(Table(
+        routes
+            .iter()
+            .map(|&(d, n)| (NodeId(d), NodeId(n)))
+            .collect(),
+    ))
+}
+
+/// Echoes what it receives to its source; emits a tick on each timer and
+/// re-arms it; answers RPCs with a number from the node's RNG.
+#[derive(Default)]
+struct Echo {
+    period: Option<Duration>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+enum EchoMsg {
+    Ping(u32),
+    Pong(u32),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum EchoEvent {
+    Pong(NodeId, u32),
+    Tick,
+}
+
+impl NetworkBehavior for Echo {
+    type Msg = EchoMsg;
+    type Handler = NoHandler<EchoMsg>;
+    type Event = EchoEvent;
+    type Rpc = ((), u64);
+
+    fn service_id(&self) -> ServiceId {
+        ECHO
+    }
+    fn on_connected(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        _: ConnectionInfo,
+    ) -> Option<NoHandler<EchoMsg>> {
+        if let Some(p) = self.period {
+            agent.schedule_after(p, 1);
+        }
+        None
+    }
+    fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<EchoMsg>) {
+        match msg.msg {
+            EchoMsg::Ping(n) => agent.send(RouteRule::Node(msg.source), EchoMsg::Pong(n)),
+            EchoMsg::Pong(n) => agent.emit(EchoEvent::Pong(msg.source, n)),
+        }
+    }
+    fn on_timer(&mut self, agent: &mut BehaviorAgent<'_, Self>, token: u64) {
+        assert_eq!(token, 1);
+        agent.emit(EchoEvent::Tick);
+        if let Some(p) = self.period {
+            agent.schedule_after(p, 1);
+        }
+    }
+    fn on_rpc(&mut self, agent: &mut BehaviorAgent<'_, Self>, _: (), answer: Answer<u64>) {
+        let n = agent.rng().next_u64();
+        agent.answer(answer, n);
+    }
+}
+
+/// A behaviour and its handler that bounce an event forever once a
+/// message starts them.
+struct Bounce;
+
+struct BounceHandler;
+
+impl ConnectionHandler for BounceHandler {
+    type Msg = u8;
+    type FromBehavior = u64;
+    type ToBehavior = u64;
+    fn on_message(&mut self, agent: &mut ConnectionAgent<'_, Self>, _: Incoming<u8>) {
+        agent.emit_to_behavior(0);
+    }
+    fn on_behavior_event(&mut self, agent: &mut ConnectionAgent<'_, Self>, n: u64) {
+        agent.emit_to_behavior(n + 1);
+    }
+}
+
+impl NetworkBehavior for Bounce {
+    type Msg = u8;
+    type Handler = BounceHandler;
+    type Event = ();
+    type Rpc = ();
+    fn service_id(&self) -> ServiceId {
+        BOUNCE
+    }
+    fn on_connected(
+        &mut self,
+        _: &mut BehaviorAgent<'_, Self>,
+        _: ConnectionInfo,
+    ) -> Option<BounceHandler> {
+        Some(BounceHandler)
+    }
+    fn on_handler_event(&mut self, agent: &mut BehaviorAgent<'_, Self>, c: ConnectionInfo, n: u64) {
+        agent.send_to_handler(c.conn, n + 1);
+    }
+}
+
+/// Panics on a message; counts its timer otherwise.
+struct Boom;
+
+impl NetworkBehavior for Boom {
+    type Msg = u8;
+    type Handler = NoHandler<u8>;
+    type Event = ();
+    type Rpc = ((), ());
+    fn service_id(&self) -> ServiceId {
+        BOOM
+    }
+    fn on_connected(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        _: ConnectionInfo,
+    ) -> Option<NoHandler<u8>> {
+        agent.schedule_after(Duration::from_secs(1), 7);
+        None
+    }
+    fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<u8>) {
+        agent.emit(());
+        panic!("boom on {}", msg.msg);
+    }
+    fn on_rpc(&mut self, _: &mut BehaviorAgent<'_, Self>, _: (), answer: Answer<()>) {
+        // Never answers: the RPC stays open until the behaviour fails.
+        let _ = answer;
+    }
+}
+
+fn outputs(net: &mut Network) -> Vec<Output> {
+    std::iter::from_fn(|| net.poll_output()).collect()
+}
+
+fn frame(service: ServiceId, rule: RouteRule, source: NodeId, msg: &impl Serialize) -> Vec<u8> {
+    let payload = postcard::to_allocvec(msg).unwrap();
+    let h = Header {
+        service,
+        rule,
+        ttl: 8,
+        source,
+        unreliable: false,
+    };
+    Frame::encode(&h, &payload).unwrap()
+}
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+#[test]
+fn a_bad_payload_closes_only_its_authors_connection() {
+    let mut net = Network::builder(ME, router(&[(4, 3)]))
+        .seed(1)
+        .behavior(Echo::default())
+        .build()
+        .unwrap();
+    let c2 = net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    let c3 = net.handle_incoming(t(0), NodeId(3), None).unwrap();
+    outputs(&mut net);
+    // Node 4's bad payload, forwarded by 3: dropped, 3 stays.
+    net.handle_frame(
+        t(1),
+        c3,
+        &frame(ECHO, RouteRule::Node(ME), NodeId(4), &[0xffu8; 3]),
+    );
+    let out = outputs(&mut net);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::Dropped(DropReport {
+                reason: DropReason::BadPayload,
+                source: NodeId(4),
+                ..
+            })]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(net.connections().count(), 2);
+    // 2's own bad payload: dropped and 2's connection closed, 3's kept.
+    net.handle_frame(
+        t(2),
+        c2,
+        &frame(ECHO, RouteRule::Direct, NodeId(2), &[0xffu8; 3]),
+    );
+    let out = outputs(&mut net);
+    assert!(out.iter().any(|o| matches!(o, Output::Close { conn, reason: CloseReason::BadPayload(ECHO) } if *conn == c2)), "{out:?}");
+    let left: Vec<ConnId> = net.connections().map(|c| c.conn).collect();
+    assert_eq!(left, vec![c3]);
+    // A header that does not decode closes that connection only.
+    net.handle_frame(t(3), c3, b"\x09garbage");
+    let out = outputs(&mut net);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::Close {
+                reason: CloseReason::Protocol(_),
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(net.stats().protocol_errors, 1);
+}
+
+#[test]
+fn a_behaviour_that_bounces_forever_is_cut_off_and_the_others_go_on() {
+    let mut net = Network::builder(ME, router(&[(2, 2)]))
+        .seed(1)
+        .max_payload(1024)
+        .config(NetworkConfig {
+            max_actions_per_input: 1_000,
+            seed: Some(1),
+            ..NetworkConfig::default()
+        })
+        .behavior(Bounce)
+        .behavior(Echo {
+            period: Some(Duration::from_millis(100)),
+        })
+        .build()
+        .unwrap();
+    let c = net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    outputs(&mut net);
+    // One message starts the bounce; the input ends anyway.
+    net.handle_frame(t(1), c, &frame(BOUNCE, RouteRule::Direct, NodeId(2), &1u8));
+    let s = net.stats();
+    assert_eq!(s.budget_overflows, 1);
+    assert!(s.actions_discarded >= 1);
+    // Again: counted again, still bounded.
+    net.handle_frame(t(2), c, &frame(BOUNCE, RouteRule::Direct, NodeId(2), &1u8));
+    assert_eq!(net.stats().budget_overflows, 2);
+    // Echo still answers and its timer still fires.
+    net.handle_frame(
+        t(3),
+        c,
+        &frame(ECHO, RouteRule::Node(ME), NodeId(2), &EchoMsg::Ping(5)),
+    );
+    let out = outputs(&mut net);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Send { conn, .. } if *conn == c)),
+        "{out:?}"
+    );
+    net.handle_timeout(t(100));
+    let ticks = outputs(&mut net)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Event(e) if e.downcast_ref::<EchoEvent>() == Some(&EchoEvent::Tick)))
+        .count();
+    assert_eq!(ticks, 1);
+    assert_eq!(net.poll_timeout(), Some(t(200)));
+}
+
+#[test]
+fn a_panicking_behaviour_is_disabled_and_reported_and_the_node_goes_on() {
+    let mut net = Network::builder(ME, router(&[(2, 2)]))
+        .seed(1)
+        .behavior(Boom)
+        .behavior(Echo {
+            period: Some(Duration::from_millis(500)),
+        })
+        .build()
+        .unwrap();
+    let c = net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    outputs(&mut net);
+    let open = net.rpc::<Boom>(t(0), ()).unwrap();
+    assert!(outputs(&mut net).is_empty(), "the RPC stays open");
+
+    net.handle_frame(t(1), c, &frame(BOOM, RouteRule::Direct, NodeId(2), &9u8));
+    let out = outputs(&mut net);
+    // Nothing it queued before panicking (its event) applies; its open RPC
+    // is answered with an error; the application is told.
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Event(_))),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::RpcAnswer { id, result: Err(RpcError::BehaviorFailed(BOOM)) } if *id == open)), "{out:?}");
+    let failure = out
+        .iter()
+        .find_map(|o| match o {
+            Output::BehaviorFailed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .expect("a failure output");
+    assert_eq!((failure.service, failure.callback), (BOOM, "on_message"));
+    assert_eq!(failure.message, "boom on 9");
+    assert!(failure.behavior.ends_with("Boom"));
+    assert_eq!(net.failed_services(), vec![BOOM]);
+    assert_eq!(net.stats().behavior_failures, 1);
+
+    // Its messages are refused and counted; its RPCs answer with an error.
+    net.handle_frame(t(2), c, &frame(BOOM, RouteRule::Direct, NodeId(2), &1u8));
+    let out = outputs(&mut net);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::Dropped(DropReport {
+                reason: DropReason::BehaviorFailed,
+                ..
+            })]
+        ),
+        "{out:?}"
+    );
+    let id = net.rpc::<Boom>(t(2), ()).unwrap();
+    let out = outputs(&mut net);
+    assert!(
+        matches!(out.as_slice(), [Output::RpcAnswer { id: i, result: Err(RpcError::BehaviorFailed(BOOM)) }] if *i == id),
+        "{out:?}"
+    );
+
+    // The connection and the other behaviour go on; Boom's timer is gone.
+    assert_eq!(net.connections().count(), 1);
+    net.handle_frame(
+        t(3),
+        c,
+        &frame(ECHO, RouteRule::Node(ME), NodeId(2), &EchoMsg::Ping(1)),
+    );
+    assert!(outputs(&mut net)
+        .iter()
+        .any(|o| matches!(o, Output::Send { .. })));
+    net.handle_timeout(t(1000));
+    let events = outputs(&mut net);
+    assert_eq!(
+        events.len(),
+        1,
+        "Echo's tick and nothing of Boom's: {events:?}"
+    );
+}
+
+#[test]
+fn nodes_built_without_a_seed_draw_different_numbers_and_a_seed_replays() {
+    let draw = |seed: Option<u64>| {
+        let b = Network::builder(ME, router(&[])).behavior(Echo::default());
+        let mut net = match seed {
+            Some(s) => b.seed(s),
+            None => b,
+        }
+        .build()
+        .unwrap();
+        net.rpc::<Echo>(t(0), ()).unwrap();
+        match net.poll_output() {
+            Some(Output::RpcAnswer { result: Ok(n), .. }) => *n.downcast::<u64>().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_ne!(draw(None), draw(None), "OS-seeded nodes differ");
+    assert_eq!(draw(Some(42)), draw(Some(42)), "a seed replays");
+    assert_ne!(draw(Some(42)), draw(Some(43)));
+}
+
+#[test]
+fn timers_move_cancel_and_leave_with_their_connection() {
+    struct Timed;
+    struct TimedHandler;
+    impl ConnectionHandler for TimedHandler {
+        type Msg = ();
+        type FromBehavior = ();
+        type ToBehavior = u64;
+        fn on_opened(&mut self, agent: &mut ConnectionAgent<'_, Self>) {
+            agent.schedule_after(Duration::from_millis(50), 1);
+            agent.schedule_after(Duration::from_millis(10), 2);
+            agent.schedule_after(Duration::from_millis(30), 2); // moved
+            agent.schedule_after(Duration::from_millis(20), 3);
+            agent.cancel_timer(3);
+        }
+        fn on_message(&mut self, _: &mut ConnectionAgent<'_, Self>, _: Incoming<()>) {}
+        fn on_timer(&mut self, agent: &mut ConnectionAgent<'_, Self>, token: u64) {
+            agent.emit_to_behavior(token);
+        }
+    }
+    impl NetworkBehavior for Timed {
+        type Msg = ();
+        type Handler = TimedHandler;
+        type Event = (Instant, u64);
+        type Rpc = ();
+        fn service_id(&self) -> ServiceId {
+            ServiceId(20)
+        }
+        fn on_connected(
+            &mut self,
+            _: &mut BehaviorAgent<'_, Self>,
+            _: ConnectionInfo,
+        ) -> Option<TimedHandler> {
+            Some(TimedHandler)
+        }
+        fn on_handler_event(
+            &mut self,
+            agent: &mut BehaviorAgent<'_, Self>,
+            _: ConnectionInfo,
+            token: u64,
+        ) {
+            let now = agent.now();
+            agent.emit((now, token));
+        }
+    }
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Timed)
+        .build()
+        .unwrap();
+    assert_eq!(net.poll_timeout(), Some(t(0)), "a new node wants to start");
+    net.handle_timeout(t(0));
+    assert_eq!(net.poll_timeout(), None, "nothing pending: the node sleeps");
+    let c = net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    assert_eq!(net.poll_timeout(), Some(t(30)));
+    net.handle_timeout(t(30));
+    let fired: Vec<(Instant, u64)> = outputs(&mut net)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => e.downcast::<(Instant, u64)>().ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fired, vec![(t(30), 2)]);
+    assert_eq!(net.poll_timeout(), Some(t(50)));
+    net.handle_disconnected(t(40), c);
+    assert_eq!(net.poll_timeout(), None, "the handler's timer left with it");
+}
+
+#[test]
+fn one_hop_messages_go_to_the_handler_and_routed_ones_to_the_behaviour() {
+    struct Where;
+    struct WhereHandler;
+    impl ConnectionHandler for WhereHandler {
+        type Msg = u8;
+        type FromBehavior = ();
+        type ToBehavior = &'static str;
+        fn on_message(&mut self, agent: &mut ConnectionAgent<'_, Self>, _: Incoming<u8>) {
+            agent.emit_to_behavior("handler");
+        }
+    }
+    impl NetworkBehavior for Where {
+        type Msg = u8;
+        type Handler = WhereHandler;
+        type Event = &'static str;
+        type Rpc = ();
+        fn service_id(&self) -> ServiceId {
+            ServiceId(21)
+        }
+        fn on_connected(
+            &mut self,
+            _: &mut BehaviorAgent<'_, Self>,
+            _: ConnectionInfo,
+        ) -> Option<WhereHandler> {
+            Some(WhereHandler)
+        }
+        fn on_handler_event(
+            &mut self,
+            agent: &mut BehaviorAgent<'_, Self>,
+            _: ConnectionInfo,
+            e: &'static str,
+        ) {
+            agent.emit(e);
+        }
+        fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, _: Incoming<u8>) {
+            agent.emit("behaviour");
+        }
+    }
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Where)
+        .build()
+        .unwrap();
+    let c = net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    net.handle_frame(
+        t(1),
+        c,
+        &frame(ServiceId(21), RouteRule::Direct, NodeId(2), &0u8),
+    );
+    net.handle_frame(
+        t(1),
+        c,
+        &frame(ServiceId(21), RouteRule::Node(ME), NodeId(2), &0u8),
+    );
+    let seen: Vec<&str> = outputs(&mut net)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => e.downcast::<&'static str>().ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen, vec!["handler", "behaviour"]);
+}
+
+#[test]
+fn a_bootstrap_peer_is_retried_with_backoff_and_redialled_when_alone() {
+    let peer = NodeId(2);
+    let addr = Address::Memory(2);
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Echo::default())
+        .bootstrap(peer, addr)
+        .build()
+        .unwrap();
+    let dial = |net: &mut Network, now: Instant| -> Option<ConnId> {
+        net.handle_timeout(now);
+        outputs(net).into_iter().find_map(|o| match o {
+            Output::Connect { conn, node, .. } if node == peer => Some(conn),
+            _ => None,
+        })
+    };
+    let c = dial(&mut net, t(0)).expect("dialled at once");
+    net.handle_outgoing_failed(t(10), c, OutgoingConnectionError::NetworkKey);
+    let out = outputs(&mut net);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::DialFailed(DialFailure {
+                error: OutgoingConnectionError::NetworkKey,
+                ..
+            })
+        )),
+        "{out:?}"
+    );
+    let st = &net.bootstrap_peers()[0];
+    assert_eq!(
+        (st.connected, st.failures, st.last_error.clone()),
+        (false, 1, Some(OutgoingConnectionError::NetworkKey))
+    );
+    // Retried after about a second (±20%), not before.
+    let next = net.poll_timeout().expect("a retry is due");
+    assert!(next >= t(10 + 800) && next <= t(10 + 1200), "{next}");
+    let c = dial(&mut net, next).expect("retried");
+    net.handle_outgoing_failed(next, c, OutgoingConnectionError::Unreachable);
+    let again = net.poll_timeout().unwrap();
+    assert!(
+        again - next >= Duration::from_millis(1600),
+        "backoff doubles: {:?}",
+        again - next
+    );
+    let c = dial(&mut net, again).expect("retried again");
+    net.handle_outgoing_connected(again, c, peer);
+    let st = &net.bootstrap_peers()[0];
+    assert_eq!(
+        (st.connected, st.failures, st.last_error.clone()),
+        (true, 0, None)
+    );
+    // Alone again: redialled at once.
+    net.handle_disconnected(again + Duration::from_secs(1), c);
+    assert!(dial(&mut net, again + Duration::from_secs(1)).is_some());
+}
+
+#[test]
+fn on_start_runs_once_before_anything_else() {
+    #[derive(Default)]
+    struct Starts(Vec<&'static str>);
+    impl NetworkBehavior for Starts {
+        type Msg = ();
+        type Handler = NoHandler<()>;
+        type Event = ();
+        type Rpc = ((), Vec<&'static str>);
+        fn service_id(&self) -> ServiceId {
+            ServiceId(22)
+        }
+        fn on_start(&mut self, _: &mut BehaviorAgent<'_, Self>) {
+            self.0.push("start");
+        }
+        fn on_connected(
+            &mut self,
+            _: &mut BehaviorAgent<'_, Self>,
+            _: ConnectionInfo,
+        ) -> Option<NoHandler<()>> {
+            self.0.push("connected");
+            None
+        }
+        fn on_rpc(
+            &mut self,
+            agent: &mut BehaviorAgent<'_, Self>,
+            _: (),
+            a: Answer<Vec<&'static str>>,
+        ) {
+            agent.answer(a, self.0.clone());
+        }
+    }
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Starts::default())
+        .build()
+        .unwrap();
+    // The first input is a connection, not the start timer.
+    net.handle_incoming(t(5), NodeId(2), None).unwrap();
+    net.handle_timeout(t(6));
+    assert_eq!(
+        net.behavior::<Starts>().unwrap().0,
+        vec!["start", "connected"]
+    );
+    assert_eq!(net.poll_timeout(), None);
+}

@@ -1,0 +1,309 @@
+//! What the application holds: a cloneable [`NodeHandle`] to command the
+//! node, and [`NodeEvents`] to hear from it.
+
+use super::transport::Credit;
+use crate::wire::HEADER_LEN;
+use crate::{
+    Address, AppEvent, BehaviorFailure, BootstrapStatus, ConnId, ConnectError, DialFailure,
+    DropReport, NetworkBehavior, NetworkStats, NodeId, RequestOf, ResponseOf, RouteChange,
+    RouteInfo, RouteRule, RpcError, SendError, SendOptions, ServiceId,
+};
+use serde::Serialize;
+use std::any::{Any, TypeId};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the node tells the application.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A behaviour's event.
+    Behaviour(AppEvent),
+    /// A message died at this node.
+    Dropped(DropReport),
+    /// A route changed.
+    RouteChanged(RouteChange),
+    /// A connection came up (after every check).
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The remote node.
+        node: NodeId,
+    },
+    /// A connection that was announced with `Connected` went down.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+        /// The remote node.
+        node: NodeId,
+    },
+    /// A dial failed: unreachable, refused (network key, identity), no
+    /// transport for the scheme, …
+    DialFailed(DialFailure),
+    /// A behaviour panicked and is disabled; the node goes on without it.
+    BehaviorFailed(BehaviorFailure),
+    /// The node's driver failed unexpectedly (a panic outside any
+    /// behaviour, such as in the router): its listeners are closed and every
+    /// handle call now returns [`NodeError::Failed`]. The last event.
+    Failed(String),
+}
+
+/// One connection in [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnStatus {
+    /// The connection.
+    pub conn: ConnId,
+    /// The remote node.
+    pub node: NodeId,
+    /// The remote address.
+    pub addr: Option<Address>,
+    /// Who dialled.
+    pub direction: crate::Direction,
+    /// RTT: reported by a behaviour (ping), else the transport's estimate.
+    pub rtt: Option<Duration>,
+}
+
+/// A snapshot of a running node.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeId,
+    /// Where it listens.
+    pub listen_addrs: Vec<Address>,
+    /// Its connections.
+    pub connections: Vec<ConnStatus>,
+    /// Its bootstrap peers, with the last error of those not connected.
+    pub bootstrap: Vec<BootstrapStatus>,
+    /// Its router's table.
+    pub routes: Vec<RouteInfo>,
+    /// Services whose behaviour failed and is disabled.
+    pub failed_services: Vec<ServiceId>,
+    /// The core's counters.
+    pub stats: NetworkStats,
+    /// Application events dropped because the application did not keep up.
+    pub app_events_dropped: u64,
+}
+
+/// Why a [`NodeHandle`] call failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node has shut down (as asked).
+    #[error("the node has shut down")]
+    Closed,
+    /// The node failed: its driver ended unexpectedly, for this reason.
+    #[error("the node failed: {0}")]
+    Failed(String),
+    /// The send was refused.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The RPC was refused or failed.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The dial was refused.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The behaviour answered with another type than its `Response`.
+    #[error("RPC answer of the wrong type")]
+    WrongAnswer,
+}
+
+pub(crate) type RpcReply = oneshot::Sender<Result<Box<dyn Any + Send>, NodeError>>;
+
+/// What a handle asks the driver.
+pub(crate) enum Command {
+    Send {
+        service: ServiceId,
+        rule: RouteRule,
+        /// Header room, then the serialised message.
+        frame: Vec<u8>,
+        opts: SendOptions,
+        credit: Credit,
+    },
+    Rpc {
+        behavior: TypeId,
+        req: Box<dyn Any + Send>,
+        reply: RpcReply,
+    },
+    Connect {
+        node: NodeId,
+        addr: Address,
+        reply: oneshot::Sender<Result<ConnId, NodeError>>,
+    },
+    Bootstrap {
+        node: NodeId,
+        addr: Address,
+    },
+    Close(ConnId),
+    Status(oneshot::Sender<NodeStatus>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Shared between the handles and the runtime's supervisor.
+#[derive(Debug, Default)]
+pub(crate) struct NodeState {
+    /// Set when the driver ended unexpectedly.
+    pub(crate) failure: OnceLock<String>,
+}
+
+/// A cloneable handle to a running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    pub(crate) node: NodeId,
+    pub(crate) listen_addrs: Vec<Address>,
+    pub(crate) max_payload: usize,
+    pub(crate) budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) budget_max: usize,
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) state: Arc<NodeState>,
+}
+
+/// The node's events for the application.
+#[derive(Debug)]
+pub struct NodeEvents {
+    pub(crate) rx: mpsc::Receiver<NodeEvent>,
+}
+
+impl NodeEvents {
+    /// The next event; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<NodeEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// Where the node listens.
+    pub fn listen_addrs(&self) -> &[Address] {
+        &self.listen_addrs
+    }
+
+    /// Why the node is gone: failed, or shut down.
+    fn gone(&self) -> NodeError {
+        match self.state.failure.get() {
+            Some(why) => NodeError::Failed(why.clone()),
+            None => NodeError::Closed,
+        }
+    }
+
+    async fn command(&self, cmd: Command) -> Result<(), NodeError> {
+        self.tx.send(cmd).await.map_err(|_| self.gone())
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(make(tx)).await?;
+        rx.await.map_err(|_| self.gone())
+    }
+
+    /// Sends `msg` to the behaviour of `service` on the node(s) `rule`
+    /// resolves to. Returns once the message is queued for the core; waits
+    /// while the node applies backpressure (a full first-hop queue). A
+    /// message that cannot be routed is reported as [`NodeEvent::Dropped`].
+    pub async fn send<M: Serialize>(
+        &self,
+        service: ServiceId,
+        rule: RouteRule,
+        msg: &M,
+    ) -> Result<(), NodeError> {
+        self.send_with(service, rule, msg, SendOptions::default())
+            .await
+    }
+
+    /// [`send`](Self::send) with options.
+    pub async fn send_with<M: Serialize>(
+        &self,
+        service: ServiceId,
+        rule: RouteRule,
+        msg: &M,
+        opts: SendOptions,
+    ) -> Result<(), NodeError> {
+        // Serialise here, on the caller's thread, straight after room for
+        // the header: the core writes the header in place, no second copy.
+        let mut frame = Vec::with_capacity(HEADER_LEN + 64);
+        frame.resize(HEADER_LEN, 0);
+        let frame = postcard::to_extend(msg, frame)
+            .map_err(|e| NodeError::Send(SendError::Encode(e.to_string())))?;
+        let len = frame.len() - HEADER_LEN;
+        if len > self.max_payload {
+            return Err(NodeError::Send(SendError::Oversized {
+                len,
+                max: self.max_payload,
+            }));
+        }
+        let want = u32::try_from(frame.len().min(self.budget_max)).unwrap_or(u32::MAX);
+        let credit = Credit(
+            self.budget
+                .clone()
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| self.gone())?,
+        );
+        self.command(Command::Send {
+            service,
+            rule,
+            frame,
+            opts,
+            credit,
+        })
+        .await
+    }
+
+    /// Calls the RPC of the node's behaviour of type `B` and awaits the answer.
+    pub async fn rpc<B: NetworkBehavior>(
+        &self,
+        req: RequestOf<B>,
+    ) -> Result<ResponseOf<B>, NodeError> {
+        let answer = self
+            .call(|reply| Command::Rpc {
+                behavior: TypeId::of::<B>(),
+                req: Box::new(req),
+                reply,
+            })
+            .await??;
+        answer
+            .downcast::<ResponseOf<B>>()
+            .map(|b| *b)
+            .map_err(|_| NodeError::WrongAnswer)
+    }
+
+    /// Dials `node` at `addr`. Returns once the dial has started; the
+    /// connection comes up ([`NodeEvent::Connected`]) or fails
+    /// ([`NodeEvent::DialFailed`]) later.
+    pub async fn connect(&self, node: NodeId, addr: Address) -> Result<ConnId, NodeError> {
+        self.call(|reply| Command::Connect { node, addr, reply })
+            .await?
+    }
+
+    /// Adds a bootstrap peer: dialled now, retried with backoff while it
+    /// fails, and dialled again whenever the node has no connection left
+    /// (see [`BootstrapStatus`]).
+    pub async fn add_bootstrap(&self, node: NodeId, addr: Address) -> Result<(), NodeError> {
+        self.command(Command::Bootstrap { node, addr }).await
+    }
+
+    /// Closes a connection.
+    pub async fn close(&self, conn: ConnId) -> Result<(), NodeError> {
+        self.command(Command::Close(conn)).await
+    }
+
+    /// A snapshot of the node: connections with RTTs, bootstrap peers,
+    /// routes, counters.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        self.call(Command::Status).await
+    }
+
+    /// Closes every connection gracefully and stops the node.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.call(Command::Shutdown).await
+    }
+}
