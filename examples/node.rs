@@ -39,6 +39,11 @@ fn parse_seed(s: &str) -> Result<Seed, String> {
         .map(NodeId)
         .map_err(|e| format!("node id {id:?} is not 16 hex digits: {e}"))?;
     let addr = addr.parse::<Address>().map_err(|e| e.to_string())?;
+    if !matches!(addr, Address::Quic(_) | Address::Tcp(_)) {
+        return Err(format!(
+            "{addr}: this node dials quic:// and tcp:// addresses only"
+        ));
+    }
     Ok(Seed { node, addr })
 }
 
@@ -157,9 +162,19 @@ async fn run(args: Args) -> Result<(), String> {
         };
         transports.push(t);
     }
+    // Dial every scheme whatever we listen on: a node that listens on TCP
+    // alone still reaches QUIC peers (from an ephemeral, unadvertised port).
+    if !transports.iter().any(|t| t.scheme() == "quic") {
+        let quic = QuicTransport::client(&identity, config.clone())
+            .map_err(|e| format!("QUIC dialler: {e}"))?;
+        transports.push(Arc::new(quic));
+    }
+    if !transports.iter().any(|t| t.scheme() == "tcp") {
+        let tcp = TcpTransport::client(&identity, config.clone())
+            .map_err(|e| format!("TCP dialler: {e}"))?;
+        transports.push(Arc::new(tcp));
+    }
 
-    let seed = u64::from_le_bytes(identity.public_key()[..8].try_into().unwrap_or([0; 8]))
-        ^ std::process::id() as u64;
     let use_router = args.behaviours.contains(&Behaviour::Router);
     let dv_router = Arc::new(dv::DvRouter::new(id));
     let router: Arc<dyn RouterTable> = if use_router {
@@ -167,12 +182,19 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         Arc::new(StaticRouter::new(id))
     };
-    let mut builder = Network::builder(id, router).seed(seed);
+    // No .seed(): the node's RNG is seeded from the OS.
+    let mut builder = Network::builder(id, router);
     if args.behaviours.contains(&Behaviour::Ping) {
         builder = builder.behavior(ping::Behaviour::new(ping::Config::default()));
     }
     if use_router {
         builder = builder.behavior(dv::Behaviour::new(dv_router, dv::Config::default()));
+    }
+    // Seeds are bootstrap peers: dialled at once, retried with backoff while
+    // they fail (each failure printed with its reason), dialled again if the
+    // node is ever left with no connection.
+    for s in &args.seed {
+        builder = builder.bootstrap(s.node, s.addr);
     }
     let network = builder.build().map_err(|e| e.to_string())?;
     let (node, mut events) = Node::spawn(network, transports, RuntimeConfig::default());
@@ -180,11 +202,6 @@ async fn run(args: Args) -> Result<(), String> {
     println!("node id {id}");
     for a in node.listen_addrs() {
         println!("listening on {a}   (join with --seed {id}@{a})");
-    }
-    for s in &args.seed {
-        node.connect(s.node, s.addr)
-            .await
-            .map_err(|e| format!("seed {}: {e}", s.addr))?;
     }
 
     let mut status = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
@@ -206,6 +223,9 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 Some(NodeEvent::Connected { node: peer, conn }) => println!("connected to {peer} ({conn})"),
                 Some(NodeEvent::Disconnected { node: peer, conn }) => println!("disconnected from {peer} ({conn})"),
+                Some(NodeEvent::DialFailed(f)) => println!("cannot connect to {} at {}: {}", f.node, f.addr, f.error),
+                Some(NodeEvent::BehaviorFailed(f)) => println!("{f}"),
+                Some(NodeEvent::Failed(why)) => return Err(format!("the node failed: {why}")),
                 Some(_) => {}
                 None => break,
             },
@@ -215,7 +235,14 @@ async fn run(args: Args) -> Result<(), String> {
                         Some(rtt) => format!("{} rtt {:.2} ms", c.node, rtt.as_secs_f64() * 1e3),
                         None => format!("{} rtt ?", c.node),
                     }).collect();
-                    println!("status: {} connection(s) [{}], {} route(s)", conns.len(), conns.join(", "), s.routes.len());
+                    let seeds: String = s.bootstrap.iter()
+                        .filter(|b| !b.connected)
+                        .map(|b| match &b.last_error {
+                            Some(e) => format!("; seed {} at {} not connected: {e} ({} failed attempt(s))", b.node, b.addr, b.failures),
+                            None => format!("; seed {} at {} not connected yet", b.node, b.addr),
+                        })
+                        .collect();
+                    println!("status: {} connection(s) [{}], {} route(s){seeds}", conns.len(), conns.join(", "), s.routes.len());
                 }
             }
         }

@@ -176,6 +176,10 @@ fn a_bad_flag_gets_a_message_and_exit_code_two() {
             vec!["--behaviours", "ping,gossip"],
             "invalid value 'gossip'",
         ),
+        (
+            vec!["--seed", "0000000000000001@mem://5"],
+            "this node dials quic:// and tcp:// addresses only",
+        ),
     ] {
         let out = Command::new(node_bin()).args(&args).output().expect("runs");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -209,5 +213,112 @@ fn signals_at_any_moment_shut_down_cleanly() {
     let p = Proc::start(&args);
     p.expect("a status line", |l| l.starts_with("status: "));
     assert_eq!(p.interrupt_and_wait(), 0, "SIGINT after a status line");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node started with `--key-file <dir>/<name>.key` and `extra`; returns
+/// it with its id and first listen address.
+fn node(dir: &std::path::Path, name: &str, extra: &[&str]) -> (Proc, String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let mut args = vec!["--key-file", key.to_str().unwrap(), "--status-every", "1"];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args);
+    let id = p
+        .expect("the node id", |l| l.starts_with("node id "))
+        .trim_start_matches("node id ")
+        .to_string();
+    let addr = p
+        .expect("the address", |l| l.starts_with("listening on "))
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    (p, id, addr)
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("plexus-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A node that listens on TCP alone still dials a QUIC seed.
+#[test]
+fn a_tcp_only_node_joins_through_a_quic_seed() {
+    let dir = temp_dir("dial");
+    let (a, id_a, addr_a) = node(&dir, "a", &["--listen", "quic://127.0.0.1:0"]);
+    let seed = format!("{id_a}@{addr_a}");
+    let (b, _, _) = node(
+        &dir,
+        "b",
+        &["--listen", "tcp://127.0.0.1:0", "--seed", &seed],
+    );
+    b.expect("the connection", |l| {
+        l.starts_with(&format!("connected to {id_a}"))
+    });
+    assert_eq!(b.interrupt_and_wait(), 0);
+    assert_eq!(a.interrupt_and_wait(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A seed that refuses us says why, in an event line and in every status
+/// line: another network key, or another identity at the address.
+#[test]
+fn a_refused_seed_says_why() {
+    let dir = temp_dir("refused");
+    let (a, id_a, addr_a) = node(
+        &dir,
+        "a",
+        &["--listen", "quic://127.0.0.1:0", "--network-key", "alpha"],
+    );
+    let seed = format!("{id_a}@{addr_a}");
+    let (b, _, _) = node(
+        &dir,
+        "b",
+        &[
+            "--listen",
+            "quic://127.0.0.1:0",
+            "--network-key",
+            "beta",
+            "--seed",
+            &seed,
+        ],
+    );
+    b.expect("the refusal", |l| {
+        l.starts_with(&format!(
+            "cannot connect to {id_a} at {addr_a}: refused: network key mismatch"
+        ))
+    });
+    b.expect("the refusal in the status", |l| {
+        l.starts_with("status: 0 connection(s)")
+            && l.contains(&format!(
+                "seed {id_a} at {addr_a} not connected: refused: network key mismatch"
+            ))
+    });
+    assert_eq!(b.interrupt_and_wait(), 0);
+
+    let wrong = format!(
+        "{:016x}@{addr_a}",
+        u64::from_str_radix(&id_a, 16).unwrap() ^ 1
+    );
+    let (c, _, _) = node(
+        &dir,
+        "c",
+        &[
+            "--listen",
+            "quic://127.0.0.1:0",
+            "--network-key",
+            "alpha",
+            "--seed",
+            &wrong,
+        ],
+    );
+    c.expect("the identity mismatch", |l| {
+        l.contains("cannot connect to")
+            && l.contains(&format!("identity mismatch: dialled {}", &wrong[..16]))
+            && l.contains(&format!("remote is {id_a}"))
+    });
+    assert_eq!(c.interrupt_and_wait(), 0);
+    assert_eq!(a.interrupt_and_wait(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

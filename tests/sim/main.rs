@@ -5,5 +5,7 @@ mod agents;
 mod common;
 mod determinism;
 mod dv;
+mod link_model;
 mod ping_scale;
+mod prop;
 mod routing;
