@@ -9,9 +9,10 @@
 //! the network-key proofs ([`crate::tls`]), exchanged as the first frames on
 //! the stream.
 //!
-//! Closing: the writer finishes its stream, waits (bounded) until the peer
-//! has acknowledged it, then closes the connection, so queued frames are
-//! delivered before the close.
+//! Closing: the writer finishes its stream, waits until the peer has
+//! acknowledged it (at most [`TransportConfig::close_timeout`]), then
+//! closes the connection, so queued frames are delivered before the close.
+//! [`QuicTransport::client`] only dials, from an ephemeral UDP port.
 
 use crate::framing::{read_frame, read_loop, write_frame, write_loop};
 use crate::tls::{self, Role};

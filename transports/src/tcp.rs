@@ -5,6 +5,12 @@
 //! first frames. Then length-delimited frames (a `u32` length, then the frame) both
 //! ways. `TCP_NODELAY` is set; frames are batched into one TLS record write
 //! per flush.
+//!
+//! Accepting: a failed `accept` (out of file descriptors, say) is logged and
+//! retried after a pause that doubles from 10 ms to 1 s, so the loop never
+//! spins; each accepted connection's handshake runs in its own task within
+//! [`TransportConfig::handshake_timeout`]. [`TcpTransport::client`] only
+//! dials.
 
 use crate::framing::{read_frame, read_loop, write_frame, write_loop};
 use crate::tls::{self, Role};

@@ -8,7 +8,7 @@
 //!
 //! # Transports
 //! A [`Transport`] dials and accepts, and hands over only authenticated
-//! [`Connection`]s: the remote's [`NodeId`] is proven (TLS on QUIC and TCP)
+//! [`Connection`]s: the remote's [`NodeId`](crate::NodeId) is proven (TLS on QUIC and TCP)
 //! and any network key checked, so no behaviour ever sees a peer that failed
 //! either. Each connection is a [`FrameWriter`] and a [`FrameReader`], which
 //! the runtime runs as two tasks.
