@@ -8,9 +8,12 @@
 //! `ping::Config`, `ping::Event`.
 //!
 //! - [`ping`]: liveness and round-trip time of every connection.
+//! - [`membership`]: a random, connected overlay (HyParView): which peers a
+//!   node keeps connections to.
 //!
 //! Default service ids are in [`services`]; each `Config` can change its own.
 
+pub mod membership;
 pub mod ping;
 
 /// The service ids the shipped behaviours use by default.
@@ -18,4 +21,6 @@ pub mod services {
     use plexus_network::ServiceId;
     /// [`crate::ping`].
     pub const PING: ServiceId = ServiceId(1);
+    /// [`crate::membership`].
+    pub const MEMBERSHIP: ServiceId = ServiceId(2);
 }

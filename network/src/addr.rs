@@ -1,13 +1,15 @@
 //! Typed, printable transport addresses: `quic://127.0.0.1:7000`,
 //! `tcp://127.0.0.1:7001`, `webrtc://127.0.0.1:7002`, `mem://5`.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use thiserror::Error;
 
-/// Where a node can be reached, and over which transport.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+/// Where a node can be reached, and over which transport. Serialisable, so
+/// behaviours can tell peers how to dial each other.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Address {
     /// An in-process endpoint (the memory transport and the simulator).

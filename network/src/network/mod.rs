@@ -113,6 +113,8 @@ pub struct Network {
     services: [Option<u16>; 256],
     /// The services of `behaviors`, ascending.
     service_list: Vec<ServiceId>,
+    /// Where the node can be reached, as the driver said.
+    addrs: Vec<Address>,
     conns: BTreeMap<ConnId, ConnectionInfo>,
     pending: BTreeMap<ConnId, Pending>,
     /// Established connections per neighbour, oldest first (the one used to forward).
@@ -178,6 +180,7 @@ impl Network {
                 .filter(|s| services[s.0 as usize].is_some())
                 .collect(),
             services,
+            addrs: Vec::new(),
             conns: BTreeMap::new(),
             pending: BTreeMap::new(),
             neighbours: BTreeMap::new(),
@@ -213,6 +216,18 @@ impl Network {
     /// This node's id.
     pub fn local_node(&self) -> NodeId {
         self.local
+    }
+
+    /// Tells the core where this node can be reached (the runtime passes
+    /// its transports' listen addresses; the simulator `mem://<id>`), for
+    /// behaviours that advertise it ([`BehaviorAgent::local_addrs`](crate::BehaviorAgent::local_addrs)).
+    pub fn set_local_addrs(&mut self, addrs: Vec<Address>) {
+        self.addrs = addrs;
+    }
+
+    /// Where this node can be reached, as the driver said.
+    pub fn local_addrs(&self) -> &[Address] {
+        &self.addrs
     }
 
     /// The configuration.
@@ -574,10 +589,11 @@ impl Network {
     /// The driver could not queue a frame the core asked it to send: the
     /// message is reported dropped ([`DropReason::QueueFull`]).
     pub fn handle_send_failed(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
-        self.now = now;
+        self.begin(now);
         if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
             self.drop_msg(&h, DropReason::QueueFull(conn));
         }
+        self.end();
     }
 
     /// The application calls the RPC of the behaviour of type `B`.
@@ -701,6 +717,7 @@ impl Network {
                 default_ttl: self.config.default_ttl,
                 max_actions: self.config.max_actions_per_input,
                 services: &self.service_list,
+                addrs: &self.addrs,
                 rng: &mut self.rng,
                 conns: &self.conns,
                 out: &mut self.actions,
@@ -1000,12 +1017,17 @@ impl Network {
             h.source,
             h.rule
         );
-        self.outputs.push_back(Output::Dropped(DropReport {
+        let report = DropReport {
             source: h.source,
             service: h.service,
             rule: h.rule,
             reason,
-        }));
+        };
+        if h.source == self.local {
+            // Its behaviour may act on it (after the current action).
+            self.actions.push_back(CoreAction::Dropped(report));
+        }
+        self.outputs.push_back(Output::Dropped(report));
     }
 
     fn send_on(&mut self, conn: ConnId, frame: Vec<u8>, unreliable: bool) {
@@ -1156,6 +1178,22 @@ impl Network {
                 match at {
                     Some(at) => self.timers.set(key, at),
                     None => self.timers.cancel(&key),
+                }
+            }
+            CoreAction::Local { from, event } => {
+                for i in 0..self.behaviors.len() {
+                    if self.behaviors[i].service_id() != from {
+                        self.with_slot(i, "on_local_event", |b, env| {
+                            b.on_local_event(env, from, &*event)
+                        });
+                    }
+                }
+            }
+            CoreAction::Dropped(report) => {
+                if let Some(i) = self.services[report.service.0 as usize] {
+                    self.with_slot(i as usize, "on_dropped", |b, env| {
+                        b.on_dropped(env, &report)
+                    });
                 }
             }
             CoreAction::Overflow { service, discarded } => {

@@ -10,6 +10,7 @@ use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a behaviour's slot hands the core: already type-erased.
@@ -57,6 +58,13 @@ pub(crate) enum CoreAction {
         service: ServiceId,
         discarded: u64,
     },
+    /// A message this node sent died here: tell its behaviour.
+    Dropped(crate::types::DropReport),
+    /// An event for the node's other behaviours.
+    Local {
+        from: ServiceId,
+        event: Arc<dyn Any + Send + Sync>,
+    },
 }
 
 /// What a callback can see of the node: lent by the core for one call.
@@ -69,6 +77,7 @@ pub(crate) struct Env<'a> {
     pub(crate) default_ttl: u8,
     pub(crate) max_actions: usize,
     pub(crate) services: &'a [ServiceId],
+    pub(crate) addrs: &'a [Address],
     pub(crate) rng: &'a mut Rng,
     pub(crate) conns: &'a BTreeMap<ConnId, ConnectionInfo>,
     pub(crate) out: &'a mut VecDeque<CoreAction>,
@@ -84,6 +93,7 @@ impl Env<'_> {
             default_ttl: self.default_ttl,
             max_actions: self.max_actions,
             services: self.services,
+            addrs: self.addrs,
             rng: &mut *self.rng,
             conns: self.conns,
             out: &mut *self.out,
@@ -129,6 +139,7 @@ pub(crate) enum BAction<B: NetworkBehavior + ?Sized> {
         rtt: Duration,
     },
     RouteChanged(RouteChange),
+    Publish(Arc<dyn Any + Send + Sync>),
 }
 
 /// What a handler queued, still typed.
@@ -230,6 +241,20 @@ impl<B: NetworkBehavior + ?Sized> BehaviorAgent<'_, B> {
     /// The services of every behaviour on this node, ascending.
     pub fn local_services(&self) -> &[ServiceId] {
         self.env.services
+    }
+    /// Where this node can be reached, as its driver set it (the runtime:
+    /// its transports' listen addresses; the simulator: `mem://<id>`).
+    /// Behaviours that tell peers how to dial this node advertise these.
+    pub fn local_addrs(&self) -> &[Address] {
+        self.env.addrs
+    }
+    /// Hands `event` to every other behaviour of this node
+    /// ([`NetworkBehavior::on_local_event`]), in the order they were added
+    /// to the node: how behaviours that build on each other talk (the
+    /// membership behaviour announces its neighbours this way). Receivers
+    /// downcast it; one copy is shared by all.
+    pub fn publish<E: Any + Send + Sync>(&mut self, event: E) {
+        self.push(BAction::Publish(Arc::new(event)));
     }
     /// Tells every behaviour of this node (through
     /// [`NetworkBehavior::on_route_changed`]) and the application (as

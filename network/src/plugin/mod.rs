@@ -34,11 +34,12 @@ pub(crate) mod agent;
 pub(crate) mod slot;
 
 use crate::error::{ConnectionRejectReason, OutgoingConnectionError};
-use crate::types::{ConnectionInfo, Incoming, RouteChange};
+use crate::types::{ConnectionInfo, DropReport, Incoming, RouteChange};
 use crate::{ConnId, Direction, NodeId, ServiceId};
 pub use agent::{Answer, BehaviorAgent, ConnectionAgent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::any::Any;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 
@@ -253,6 +254,28 @@ pub trait NetworkBehavior: Send + 'static {
     /// own behaviour through [`BehaviorAgent::route_changed`]).
     fn on_route_changed(&mut self, agent: &mut BehaviorAgent<'_, Self>, change: &RouteChange) {
         let _ = (agent, change);
+    }
+
+    /// Another behaviour of this node published an event
+    /// ([`BehaviorAgent::publish`]); downcast it to what you understand and
+    /// ignore the rest.
+    fn on_local_event(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        from: ServiceId,
+        event: &(dyn Any + Send + Sync),
+    ) {
+        let _ = (agent, from, event);
+    }
+
+    /// A message of this behaviour that this node sent died here before it
+    /// left: no route, a connection that closed, a full send queue
+    /// ([`DropReason::QueueFull`](crate::DropReason) — the peer is slow),
+    /// TTL spent. The application hears every drop too; a behaviour that
+    /// can do something about it (retry, route around a slow peer) does it
+    /// here.
+    fn on_dropped(&mut self, agent: &mut BehaviorAgent<'_, Self>, report: &DropReport) {
+        let _ = (agent, report);
     }
 
     /// A request from the application. Answer now or later with

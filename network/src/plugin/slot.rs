@@ -4,7 +4,7 @@
 use super::agent::{BAction, BehaviorAgent, ConnectionAgent, CoreAction, Env, HAction, Queued};
 use super::{connected, disconnected, ConnectionHandler, NetworkBehavior, RequestOf, SendOptions};
 use crate::error::{ConnectionRejectReason, OutgoingConnectionError};
-use crate::types::{AppEvent, ConnectionInfo, Incoming, RouteChange, RpcId};
+use crate::types::{AppEvent, ConnectionInfo, DropReport, Incoming, RouteChange, RpcId};
 use crate::wire::{Frame, Header, HEADER_LEN};
 use crate::{ConnId, NodeId, RouteRule, ServiceId};
 use serde::Serialize;
@@ -47,6 +47,13 @@ pub(crate) trait ErasedBehavior: Send {
         req: Box<dyn Any + Send>,
     ) -> Result<(), Box<dyn Any + Send>>;
     fn on_route_changed(&mut self, env: &mut Env<'_>, change: &RouteChange);
+    fn on_local_event(
+        &mut self,
+        env: &mut Env<'_>,
+        from: ServiceId,
+        event: &(dyn Any + Send + Sync),
+    );
+    fn on_dropped(&mut self, env: &mut Env<'_>, report: &DropReport);
     /// Forgets every handler and queued action (the behaviour failed).
     fn disable(&mut self);
 }
@@ -213,6 +220,10 @@ impl<B: NetworkBehavior> Slot<B> {
             }),
             BAction::Rtt { conn, rtt } => env.out.push_back(CoreAction::Rtt { conn, rtt }),
             BAction::RouteChanged(c) => env.out.push_back(CoreAction::RouteChanged(c)),
+            BAction::Publish(event) => env.out.push_back(CoreAction::Local {
+                from: service,
+                event,
+            }),
         }
     }
 
@@ -440,6 +451,19 @@ impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
 
     fn on_route_changed(&mut self, env: &mut Env<'_>, change: &RouteChange) {
         self.with_behavior(env, |b, a| b.on_route_changed(a, change));
+    }
+
+    fn on_local_event(
+        &mut self,
+        env: &mut Env<'_>,
+        from: ServiceId,
+        event: &(dyn Any + Send + Sync),
+    ) {
+        self.with_behavior(env, |b, a| b.on_local_event(a, from, event));
+    }
+
+    fn on_dropped(&mut self, env: &mut Env<'_>, report: &DropReport) {
+        self.with_behavior(env, |b, a| b.on_dropped(a, report));
     }
 
     fn disable(&mut self) {

@@ -76,7 +76,7 @@ impl Node {
     /// The network's RNG was seeded when it was built (from the OS, unless
     /// the builder was given a seed).
     pub fn spawn(
-        network: Network,
+        mut network: Network,
         transports: Vec<Arc<dyn Transport>>,
         config: RuntimeConfig,
     ) -> (NodeHandle, NodeEvents) {
@@ -88,6 +88,7 @@ impl Node {
         for t in &transports {
             t.start(in_tx.clone());
         }
+        network.set_local_addrs(listen_addrs.clone());
         let state = Arc::new(NodeState::default());
         let node = network.local_node();
         let handle = NodeHandle {

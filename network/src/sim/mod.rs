@@ -570,6 +570,7 @@ impl Sim {
             "the factory built a core with another id"
         );
         net.reseed(seed);
+        net.set_local_addrs(vec![Address::Memory(id.0)]);
         n.net = Some(net);
         n.wake = None;
         n.conns.clear();

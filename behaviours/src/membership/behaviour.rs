@@ -1,0 +1,725 @@
+//! HyParView's state machine, as a behaviour. See the [module docs](super).
+
+use super::protocol::{Message, PeerInfo, Priority, MAX_ADDRS};
+use super::{Config, NeighborEvent, Request, Response, Stats};
+use plexus_network::{
+    Address, Answer, BehaviorAgent, ConnId, ConnectionInfo, Direction, Incoming, Instant,
+    NetworkBehavior, NoHandler, NodeId, OutgoingConnectionError, RouteRule, ServiceId,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Timer tokens.
+const SHUFFLE: u64 = 0;
+const HOUSEKEEP: u64 = 1;
+
+type Agent<'a> = BehaviorAgent<'a, Behaviour>;
+
+/// A `Neighbor` request of ours in flight.
+#[derive(Debug, Clone)]
+struct Ask {
+    priority: Priority,
+    since: Instant,
+    addrs: Vec<Address>,
+}
+
+/// The membership behaviour. See the [module docs](super).
+#[derive(Debug)]
+pub struct Behaviour {
+    config: Config,
+    /// Open connections per node (whoever opened them), oldest first.
+    conns: BTreeMap<NodeId, Vec<ConnId>>,
+    /// Connections membership dialled itself: it may close them.
+    dialled: BTreeSet<ConnId>,
+    /// The active view, with each neighbour's addresses.
+    active: BTreeMap<NodeId, Vec<Address>>,
+    /// The passive view.
+    passive: BTreeMap<NodeId, Vec<Address>>,
+    /// Neighbor requests in flight (dialling, or waiting for the reply).
+    asking: BTreeMap<NodeId, Ask>,
+    /// Peers that refused us lately: not asked again before the instant.
+    refused: BTreeMap<NodeId, Instant>,
+    /// What our last shuffle offered: evicted first when replies come in.
+    offered: BTreeSet<NodeId>,
+    housekeeping: bool,
+    stats: Stats,
+}
+
+impl Behaviour {
+    /// A membership behaviour with these settings.
+    pub fn new(config: Config) -> Self {
+        Behaviour {
+            config,
+            conns: BTreeMap::new(),
+            dialled: BTreeSet::new(),
+            active: BTreeMap::new(),
+            passive: BTreeMap::new(),
+            asking: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            offered: BTreeSet::new(),
+            housekeeping: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The active view: the overlay neighbours, ascending.
+    pub fn active_view(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.active.keys().copied()
+    }
+
+    /// The passive view, ascending.
+    pub fn passive_view(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.passive.keys().copied()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn conn(&self, node: NodeId) -> Option<ConnId> {
+        self.conns.get(&node).and_then(|v| v.first()).copied()
+    }
+
+    fn send(&self, agent: &mut Agent<'_>, node: NodeId, msg: Message) -> bool {
+        match self.conn(node) {
+            Some(c) => {
+                agent.send_to_conn(c, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn my_addrs(agent: &Agent<'_>) -> Vec<Address> {
+        agent
+            .local_addrs()
+            .iter()
+            .take(MAX_ADDRS)
+            .copied()
+            .collect()
+    }
+
+    fn me(agent: &Agent<'_>) -> PeerInfo {
+        PeerInfo {
+            node: agent.local_node(),
+            addrs: Self::my_addrs(agent),
+        }
+    }
+
+    fn pick<T: Copy>(agent: &mut Agent<'_>, items: &[T]) -> Option<T> {
+        agent.rng().choose(items).copied()
+    }
+
+    /// Takes `node` into the active view (its connection is up), making
+    /// room if needed.
+    fn add_active(&mut self, agent: &mut Agent<'_>, node: NodeId, addrs: Vec<Address>) {
+        if node == agent.local_node() {
+            return;
+        }
+        self.asking.remove(&node);
+        let Some(conn) = self.conn(node) else {
+            return;
+        };
+        let addrs = clean(addrs);
+        if let Some(a) = self.active.get_mut(&node) {
+            if !addrs.is_empty() {
+                *a = addrs;
+            }
+            return;
+        }
+        while self.active.len() >= self.config.active_size {
+            self.drop_random_active(agent, node);
+        }
+        let addrs = if addrs.is_empty() {
+            self.passive.get(&node).cloned().unwrap_or_default()
+        } else {
+            addrs
+        };
+        self.passive.remove(&node);
+        self.active.insert(node, addrs);
+        log::debug!(
+            "node {}: membership: {node} active ({} of {})",
+            agent.local_node(),
+            self.active.len(),
+            self.config.active_size
+        );
+        self.announce(agent, NeighborEvent::Up { node, conn });
+    }
+
+    fn announce(&self, agent: &mut Agent<'_>, ev: NeighborEvent) {
+        agent.publish(ev);
+        if self.config.emit_events {
+            agent.emit(ev);
+        }
+    }
+
+    /// Makes room: a random active neighbour other than `keep` is told, its
+    /// connection closed, and it becomes passive.
+    fn drop_random_active(&mut self, agent: &mut Agent<'_>, keep: NodeId) {
+        let others: Vec<NodeId> = self.active.keys().copied().filter(|n| *n != keep).collect();
+        let Some(victim) = Self::pick(agent, &others) else {
+            return;
+        };
+        self.send(agent, victim, Message::Disconnect);
+        if let Some(c) = self.conn(victim) {
+            agent.close(c);
+        }
+        let addrs = self.active.remove(&victim).unwrap_or_default();
+        self.announce(agent, NeighborEvent::Down { node: victim });
+        self.add_passive(agent, victim, addrs);
+    }
+
+    /// Removes `node` from the active view: to the passive view if it left
+    /// politely, forgotten if it failed.
+    fn remove_active(&mut self, agent: &mut Agent<'_>, node: NodeId, failed: bool) {
+        let Some(addrs) = self.active.remove(&node) else {
+            return;
+        };
+        self.announce(agent, NeighborEvent::Down { node });
+        if failed {
+            self.stats.failures += 1;
+        } else {
+            self.add_passive(agent, node, addrs);
+        }
+    }
+
+    fn add_passive(&mut self, agent: &mut Agent<'_>, node: NodeId, addrs: Vec<Address>) {
+        let addrs = clean(addrs);
+        if node == agent.local_node() || self.active.contains_key(&node) || addrs.is_empty() {
+            return;
+        }
+        if let Some(a) = self.passive.get_mut(&node) {
+            *a = addrs;
+            return;
+        }
+        if self.passive.len() >= self.config.passive_size {
+            // Evict what we offered in our last shuffle first (the other
+            // side has it now), else a random peer. Never by id order: a
+            // bias there starves some nodes of promotions everywhere.
+            let offered: Vec<NodeId> = self
+                .offered
+                .iter()
+                .copied()
+                .filter(|n| self.passive.contains_key(n))
+                .collect();
+            let victim = match Self::pick(agent, &offered) {
+                Some(v) => Some(v),
+                None => {
+                    let all: Vec<NodeId> = self.passive.keys().copied().collect();
+                    Self::pick(agent, &all)
+                }
+            };
+            if let Some(v) = victim {
+                self.passive.remove(&v);
+                self.offered.remove(&v);
+            }
+        }
+        self.passive.insert(node, addrs);
+    }
+
+    /// Asks `node` to become an active neighbour, dialling it if needed.
+    fn ask(
+        &mut self,
+        agent: &mut Agent<'_>,
+        node: NodeId,
+        addrs: Vec<Address>,
+        priority: Priority,
+    ) {
+        if node == agent.local_node()
+            || self.active.contains_key(&node)
+            || self.asking.contains_key(&node)
+        {
+            return;
+        }
+        let addrs = clean(addrs);
+        self.asking.insert(
+            node,
+            Ask {
+                priority,
+                since: agent.now(),
+                addrs: addrs.clone(),
+            },
+        );
+        if self.conn(node).is_some() {
+            let msg = Message::Neighbor {
+                priority,
+                addrs: Self::my_addrs(agent),
+            };
+            self.send(agent, node, msg);
+        } else if let Some(addr) = addrs.first() {
+            agent.connect(node, *addr);
+        } else {
+            self.asking.remove(&node);
+            return;
+        }
+        self.arm_housekeeping(agent);
+    }
+
+    /// Promotes passive peers until the active view plus requests in flight
+    /// reach the target.
+    fn fill(&mut self, agent: &mut Agent<'_>) {
+        self.fill_up_to(agent, self.config.active_size);
+    }
+
+    /// Promotes passive peers until the active view plus requests in flight
+    /// reach `target`.
+    fn fill_up_to(&mut self, agent: &mut Agent<'_>, target: usize) {
+        let now = agent.now();
+        while self.active.len() + self.asking.len() < target {
+            let candidates: Vec<NodeId> = self
+                .passive
+                .keys()
+                .copied()
+                .filter(|n| {
+                    !self.asking.contains_key(n) && self.refused.get(n).is_none_or(|t| *t <= now)
+                })
+                .collect();
+            let Some(node) = Self::pick(agent, &candidates) else {
+                return;
+            };
+            let priority = if self.active.is_empty() && self.asking.is_empty() {
+                Priority::High
+            } else {
+                Priority::Low
+            };
+            let addrs = self.passive.get(&node).cloned().unwrap_or_default();
+            self.stats.promotions += 1;
+            self.ask(agent, node, addrs, priority);
+        }
+    }
+
+    /// Asks a random passive peer to replace one of our neighbours.
+    fn rewire(&mut self, agent: &mut Agent<'_>) {
+        let now = agent.now();
+        let candidates: Vec<NodeId> = self
+            .passive
+            .keys()
+            .copied()
+            .filter(|n| self.refused.get(n).is_none_or(|t| *t <= now))
+            .collect();
+        if let Some(node) = Self::pick(agent, &candidates) {
+            let addrs = self.passive.get(&node).cloned().unwrap_or_default();
+            self.stats.rewirings += 1;
+            self.ask(agent, node, addrs, Priority::Swap);
+        }
+    }
+
+    fn arm_housekeeping(&mut self, agent: &mut Agent<'_>) {
+        if !self.housekeeping {
+            self.housekeeping = true;
+            agent.schedule_after(self.config.neighbor_timeout, HOUSEKEEP);
+        }
+    }
+
+    fn shuffle(&mut self, agent: &mut Agent<'_>) {
+        let active: Vec<NodeId> = self.active.keys().copied().collect();
+        let Some(target) = Self::pick(agent, &active) else {
+            return;
+        };
+        let mut peers = vec![Self::me(agent)];
+        let mut others: Vec<NodeId> = active.iter().copied().filter(|n| *n != target).collect();
+        agent.rng().shuffle(&mut others);
+        peers.extend(
+            others
+                .into_iter()
+                .take(self.config.shuffle_active)
+                .map(|n| PeerInfo {
+                    node: n,
+                    addrs: self.active[&n].clone(),
+                }),
+        );
+        let mut passive: Vec<NodeId> = self.passive.keys().copied().collect();
+        agent.rng().shuffle(&mut passive);
+        passive.truncate(self.config.shuffle_passive);
+        self.offered = passive.iter().copied().collect();
+        peers.extend(passive.into_iter().map(|n| PeerInfo {
+            node: n,
+            addrs: self.passive[&n].clone(),
+        }));
+        self.stats.shuffles += 1;
+        let msg = Message::Shuffle {
+            ttl: self.config.arwl,
+            path: vec![agent.local_node()],
+            peers,
+        };
+        self.send(agent, target, msg);
+    }
+
+    fn max_shuffle(&self) -> usize {
+        1 + self.config.shuffle_active + self.config.shuffle_passive
+    }
+
+    fn merge(&mut self, agent: &mut Agent<'_>, peers: Vec<PeerInfo>) {
+        for p in peers.into_iter().take(self.max_shuffle()) {
+            self.add_passive(agent, p.node, p.addrs);
+        }
+    }
+
+    fn on_join(&mut self, agent: &mut Agent<'_>, from: NodeId, addrs: Vec<Address>) {
+        self.stats.joins += 1;
+        let known = self.active.contains_key(&from);
+        self.add_active(agent, from, addrs.clone());
+        if known {
+            return;
+        }
+        let peer = PeerInfo {
+            node: from,
+            addrs: clean(addrs),
+        };
+        let others: Vec<NodeId> = self.active.keys().copied().filter(|n| *n != from).collect();
+        for n in others {
+            let msg = Message::ForwardJoin {
+                peer: peer.clone(),
+                ttl: self.config.arwl,
+            };
+            self.send(agent, n, msg);
+        }
+    }
+
+    fn on_forward_join(&mut self, agent: &mut Agent<'_>, from: NodeId, peer: PeerInfo, ttl: u8) {
+        let me = agent.local_node();
+        if peer.node == me || self.active.contains_key(&peer.node) {
+            return;
+        }
+        if ttl == 0 || self.active.len() <= 1 {
+            // The walk ends here: take the joiner as a neighbour.
+            self.ask(agent, peer.node, peer.addrs, Priority::High);
+            return;
+        }
+        if ttl == self.config.prwl {
+            self.add_passive(agent, peer.node, peer.addrs.clone());
+        }
+        let next: Vec<NodeId> = self
+            .active
+            .keys()
+            .copied()
+            .filter(|n| *n != from && *n != peer.node)
+            .collect();
+        match Self::pick(agent, &next) {
+            Some(n) => {
+                let msg = Message::ForwardJoin { peer, ttl: ttl - 1 };
+                self.send(agent, n, msg);
+            }
+            None => self.ask(agent, peer.node, peer.addrs, Priority::High),
+        }
+    }
+
+    fn on_neighbor(
+        &mut self,
+        agent: &mut Agent<'_>,
+        from: NodeId,
+        priority: Priority,
+        addrs: Vec<Address>,
+    ) {
+        let room = self.active.len() < self.config.active_size;
+        let accepted = self.active.contains_key(&from)
+            || room
+            || match priority {
+                Priority::High => true,
+                Priority::Low => false,
+                // Replace a neighbour that has others: never one whose only
+                // link this is (we cannot know, so: only when we keep two).
+                Priority::Swap => self.active.len() >= 2,
+            };
+        if accepted {
+            self.add_active(agent, from, addrs);
+        } else {
+            self.stats.refusals += 1;
+            self.add_passive(agent, from, addrs);
+        }
+        self.send(agent, from, Message::NeighborReply { accepted });
+    }
+
+    fn on_neighbor_reply(&mut self, agent: &mut Agent<'_>, from: NodeId, accepted: bool) {
+        let ask = self.asking.remove(&from);
+        if accepted {
+            let addrs = ask.map(|a| a.addrs).unwrap_or_default();
+            self.add_active(agent, from, addrs);
+        } else {
+            let until = agent.now() + self.config.shuffle_interval;
+            self.refused.insert(from, until);
+            self.close_if_unused(agent, from);
+            self.fill(agent);
+        }
+    }
+
+    fn on_shuffle(
+        &mut self,
+        agent: &mut Agent<'_>,
+        from: NodeId,
+        ttl: u8,
+        mut path: Vec<NodeId>,
+        mut peers: Vec<PeerInfo>,
+    ) {
+        peers.truncate(self.max_shuffle());
+        path.truncate(usize::from(self.config.arwl) + 1);
+        let me = agent.local_node();
+        if ttl > 1 && self.active.len() > 1 {
+            let next: Vec<NodeId> = self.active.keys().copied().filter(|n| *n != from).collect();
+            if let Some(n) = Self::pick(agent, &next) {
+                path.push(me);
+                let msg = Message::Shuffle {
+                    ttl: ttl - 1,
+                    path,
+                    peers,
+                };
+                self.send(agent, n, msg);
+                return;
+            }
+        }
+        // The walk ends here: answer with as many passive peers.
+        let theirs: BTreeSet<NodeId> = peers.iter().map(|p| p.node).collect();
+        let mut mine: Vec<NodeId> = self
+            .passive
+            .keys()
+            .copied()
+            .filter(|n| !theirs.contains(n))
+            .collect();
+        agent.rng().shuffle(&mut mine);
+        mine.truncate(peers.len());
+        let reply: Vec<PeerInfo> = mine
+            .into_iter()
+            .map(|n| PeerInfo {
+                node: n,
+                addrs: self.passive[&n].clone(),
+            })
+            .collect();
+        self.send(agent, from, Message::ShuffleReply { path, peers: reply });
+        self.merge(agent, peers);
+    }
+
+    fn on_shuffle_reply(
+        &mut self,
+        agent: &mut Agent<'_>,
+        mut path: Vec<NodeId>,
+        peers: Vec<PeerInfo>,
+    ) {
+        let me = agent.local_node();
+        if path.last() != Some(&me) {
+            return;
+        }
+        path.pop();
+        match path.last().copied() {
+            None => {
+                self.stats.shuffle_replies += 1;
+                self.merge(agent, peers);
+            }
+            Some(prev) => {
+                // Retrace the walk; a hop that is gone ends it (best effort).
+                self.send(agent, prev, Message::ShuffleReply { path, peers });
+            }
+        }
+    }
+
+    /// Closes the connection to `node` if membership opened it and `node`
+    /// is not an active neighbour.
+    fn close_if_unused(&mut self, agent: &mut Agent<'_>, node: NodeId) {
+        if self.active.contains_key(&node) {
+            return;
+        }
+        for c in self.conns.get(&node).cloned().unwrap_or_default() {
+            if self.dialled.remove(&c) {
+                agent.close(c);
+            }
+        }
+    }
+}
+
+/// Addresses as kept: at most [`MAX_ADDRS`], no duplicates.
+fn clean(mut addrs: Vec<Address>) -> Vec<Address> {
+    addrs.truncate(MAX_ADDRS);
+    addrs.dedup();
+    addrs
+}
+
+impl NetworkBehavior for Behaviour {
+    type Msg = Message;
+    type Handler = NoHandler<Message>;
+    type Event = NeighborEvent;
+    type Rpc = (Request, Response);
+
+    fn service_id(&self) -> ServiceId {
+        self.config.service
+    }
+
+    fn on_start(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
+        let first = jitter(agent, self.config.shuffle_interval);
+        agent.schedule_after(first, SHUFFLE);
+    }
+
+    fn on_connected(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        info: ConnectionInfo,
+    ) -> Option<NoHandler<Message>> {
+        let node = info.node;
+        self.conns.entry(node).or_default().push(info.conn);
+        if let Some(ask) = self.asking.get(&node) {
+            if info.direction == Direction::Outgoing {
+                self.dialled.insert(info.conn);
+            }
+            let msg = Message::Neighbor {
+                priority: ask.priority,
+                addrs: Self::my_addrs(agent),
+            };
+            self.send(agent, node, msg);
+        } else if self.active.contains_key(&node) {
+            // A second connection to a neighbour: nothing changes.
+        } else if info.direction == Direction::Outgoing {
+            // A connection the node opened but membership did not (a
+            // bootstrap peer, an application dial): join through it. Not
+            // only when alone: a node that joins while others are joining
+            // through it must still join the rest of the overlay itself, or
+            // concurrent joiners can form an island.
+            let msg = Message::Join {
+                addrs: Self::my_addrs(agent),
+            };
+            self.send(agent, node, msg);
+            let addrs = info.addr.into_iter().collect();
+            self.add_active(agent, node, addrs);
+        }
+        None
+    }
+
+    fn on_disconnected(&mut self, agent: &mut BehaviorAgent<'_, Self>, info: ConnectionInfo) {
+        let node = info.node;
+        self.dialled.remove(&info.conn);
+        let left = match self.conns.get_mut(&node) {
+            Some(v) => {
+                v.retain(|c| *c != info.conn);
+                v.first().copied()
+            }
+            None => None,
+        };
+        match left {
+            Some(conn) => {
+                if self.active.contains_key(&node) {
+                    // Still reachable on another connection.
+                    self.announce(agent, NeighborEvent::Up { node, conn });
+                }
+            }
+            None => {
+                self.conns.remove(&node);
+                let was_asking = self.asking.remove(&node).is_some();
+                if self.active.contains_key(&node) {
+                    log::debug!(
+                        "node {}: membership: neighbour {node} lost",
+                        agent.local_node()
+                    );
+                    self.remove_active(agent, node, true);
+                    self.fill(agent);
+                } else if was_asking {
+                    self.fill(agent);
+                }
+            }
+        }
+    }
+
+    fn on_outgoing_connection_error(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        node: NodeId,
+        _conn: ConnId,
+        err: &OutgoingConnectionError,
+    ) {
+        if self.asking.remove(&node).is_some() {
+            log::debug!(
+                "node {}: membership: passive peer {node} unreachable: {err}",
+                agent.local_node()
+            );
+            self.passive.remove(&node);
+            self.fill(agent);
+        }
+    }
+
+    fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<Message>) {
+        let (Some(_), RouteRule::Direct) = (msg.conn, msg.rule) else {
+            return; // membership speaks to neighbours only
+        };
+        let from = msg.source;
+        match msg.msg {
+            Message::Join { addrs } => self.on_join(agent, from, addrs),
+            Message::ForwardJoin { peer, ttl } => self.on_forward_join(agent, from, peer, ttl),
+            Message::Neighbor { priority, addrs } => self.on_neighbor(agent, from, priority, addrs),
+            Message::NeighborReply { accepted } => self.on_neighbor_reply(agent, from, accepted),
+            Message::Disconnect => {
+                self.remove_active(agent, from, false);
+                if let Some(c) = self.conn(from) {
+                    agent.close(c);
+                }
+                self.fill(agent);
+            }
+            Message::Shuffle { ttl, path, peers } => self.on_shuffle(agent, from, ttl, path, peers),
+            Message::ShuffleReply { path, peers } => self.on_shuffle_reply(agent, path, peers),
+        }
+    }
+
+    fn on_timer(&mut self, agent: &mut BehaviorAgent<'_, Self>, token: u64) {
+        match token {
+            SHUFFLE => {
+                let next = jitter(agent, self.config.shuffle_interval);
+                agent.schedule_after(next, SHUFFLE);
+                let now = agent.now();
+                self.refused.retain(|_, t| *t > now);
+                // Below the target: promote one more each round. Full:
+                // sometimes rewire, so the overlay keeps mixing.
+                let want = self.active.len() + self.asking.len() + 1;
+                if want <= self.config.active_size {
+                    self.fill_up_to(agent, want);
+                } else if self.asking.is_empty() && agent.rng().chance(self.config.rewire) {
+                    self.rewire(agent);
+                }
+                self.shuffle(agent);
+            }
+            HOUSEKEEP => {
+                self.housekeeping = false;
+                let now = agent.now();
+                let timeout = self.config.neighbor_timeout;
+                let late: Vec<NodeId> = self
+                    .asking
+                    .iter()
+                    .filter(|(_, a)| now - a.since >= timeout)
+                    .map(|(n, _)| *n)
+                    .collect();
+                for n in late {
+                    self.asking.remove(&n);
+                    self.refused.insert(n, now + self.config.shuffle_interval);
+                    self.close_if_unused(agent, n);
+                }
+                self.fill(agent);
+                if !self.asking.is_empty() {
+                    self.arm_housekeeping(agent);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rpc(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        req: Request,
+        answer: Answer<Response>,
+    ) {
+        let resp = match req {
+            Request::ActiveView => Response::ActiveView(self.active.keys().copied().collect()),
+            Request::PassiveView => Response::PassiveView(
+                self.passive
+                    .iter()
+                    .map(|(n, a)| PeerInfo {
+                        node: *n,
+                        addrs: a.clone(),
+                    })
+                    .collect(),
+            ),
+            Request::Stats => Response::Stats(self.stats),
+        };
+        agent.answer(answer, resp);
+    }
+}
+
+/// `d` ± 20%, from the node's RNG.
+fn jitter(agent: &mut BehaviorAgent<'_, Behaviour>, d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * agent.rng().next_f64())
+}
