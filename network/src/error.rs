@@ -45,6 +45,9 @@ pub enum OutgoingConnectionError {
     /// The transport failed, as it describes.
     #[error("transport error: {0}")]
     Transport(String),
+    /// This node closed the connection before it came up.
+    #[error("aborted: closed before it came up")]
+    Aborted,
 }
 
 /// Why a core could not be built.
@@ -92,6 +95,14 @@ pub enum RpcError {
     /// The behaviour failed (panicked) and is disabled.
     #[error("behaviour {0} failed and is disabled")]
     BehaviorFailed(ServiceId),
+    /// The behaviour exceeded its action budget while answering; the answer
+    /// was discarded (see `NetworkConfig::max_actions_per_input`).
+    #[error("behaviour {0} exceeded its action budget; the answer was discarded")]
+    Overloaded(ServiceId),
+    /// More RPCs were open than the core keeps (65,536): this one, the
+    /// oldest, was given up.
+    #[error("too many RPCs open at once; the oldest was given up")]
+    TooManyOpen,
     /// The behaviour declined to answer, for the reason it gives.
     #[error("refused by behaviour {service}: {reason}")]
     Refused {

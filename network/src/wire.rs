@@ -123,6 +123,15 @@ impl Header {
         b
     }
 
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `frame`,
+    /// whose rest is the payload. `None` (nothing written) if `frame` is
+    /// shorter than a header or its payload is over `u32::MAX` bytes.
+    pub fn write_into(&self, frame: &mut [u8]) -> Option<()> {
+        let len = u32::try_from(frame.len().checked_sub(HEADER_LEN)?).ok()?;
+        frame[..HEADER_LEN].copy_from_slice(&self.to_bytes(len));
+        Some(())
+    }
+
     /// Appends the header for a payload of `payload_len` bytes to `out`.
     pub fn encode_into(&self, payload_len: u32, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_bytes(payload_len));

@@ -185,7 +185,8 @@ fn thousand_nodes_converge_to_near_shortest_paths_then_repair_after_killing_ten_
         repaired - kill_at
     );
     // Bound: the neighbour timeout (5 s) plus 5 s of withdrawal and
-    // counting to the 16-hop limit at one triggered update per 100 ms tick.
+    // counting to the 16-hop limit at one triggered update per 100 ms (the
+    // trigger delay).
     assert!(repaired - kill_at <= Duration::from_secs(10));
     for &s in sources.iter().filter(|s| alive[**s]) {
         let comp = live_component(&net.adj, &alive, s);

@@ -159,3 +159,46 @@ fn nodes_replay_whatever_their_factory_seeds() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_close_during_a_partition_waits_behind_the_held_frames() {
+    let mut sim = pair(SimConfig::new(16));
+    sim.partition(&[vec![A], vec![B]]);
+    for tag in 0..3 {
+        send(&mut sim, tag, SendOptions::default());
+    }
+    let conn = sim.node(A).unwrap().connections().next().unwrap().conn;
+    sim.with_node(A, |net, now| net.close(now, conn));
+    sim.run_for(Duration::from_secs(5)).unwrap();
+    assert_eq!(sim.node(B).unwrap().connections().count(), 1, "held too");
+    sim.heal();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        tags_at_b(&mut sim),
+        vec![0, 1, 2],
+        "the frames, then the close"
+    );
+    assert_eq!(sim.node(B).unwrap().connections().count(), 0);
+}
+
+#[test]
+fn a_silent_connection_across_a_long_partition_closes_at_the_idle_timeout() {
+    let mut config = SimConfig::new(17);
+    config.idle_timeout = Duration::from_secs(5);
+    let mut sim = pair(config);
+    sim.partition(&[vec![A], vec![B]]);
+    sim.run_for(Duration::from_secs(4)).unwrap();
+    assert_eq!(sim.node(A).unwrap().connections().count(), 1);
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert_eq!(sim.node(A).unwrap().connections().count(), 0);
+    assert_eq!(sim.node(B).unwrap().connections().count(), 0);
+    // A partition healed in time closes nothing.
+    sim.heal();
+    sim.connect(A, B);
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    sim.partition(&[vec![A], vec![B]]);
+    sim.run_for(Duration::from_secs(3)).unwrap();
+    sim.heal();
+    sim.run_for(Duration::from_secs(10)).unwrap();
+    assert_eq!(sim.node(A).unwrap().connections().count(), 1);
+}

@@ -68,7 +68,11 @@ impl QuicTransport {
     /// advertised): a node that listens on TCP alone can still reach
     /// `quic://` peers. Must be called inside a tokio runtime.
     pub fn client(identity: &Identity, config: TransportConfig) -> io::Result<Self> {
-        Self::new(SocketAddr::from(([0, 0, 0, 0], 0)), identity, config, false)
+        // A dual-stack socket reaches IPv4 and IPv6 peers; where IPv6 is
+        // off, an IPv4 one.
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+        Self::new(v6, identity, config.clone(), false)
+            .or_else(|_| Self::new(SocketAddr::from(([0, 0, 0, 0], 0)), identity, config, false))
     }
 
     fn new(

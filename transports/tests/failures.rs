@@ -227,6 +227,10 @@ async fn a_failed_driver_closes_its_listeners_and_handles_say_it_failed() {
         .send(NOTES, RouteRule::Node(NodeId(666)), &"trip".to_string())
         .await
         .unwrap();
+    // A call queued behind the fatal send says "failed" at once, not
+    // "closed", even before the supervisor has recorded why.
+    let early = handle.status().await.unwrap_err();
+    assert!(matches!(early, NodeError::Failed(_)), "{early:?}");
     let why = tokio::time::timeout(WAIT, async {
         loop {
             match events.next().await {
@@ -352,4 +356,86 @@ async fn a_refused_outgoing_connection_is_a_failed_dial_not_a_disconnection() {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// Routes everything to one neighbour.
+struct ToNeighbour(NodeId);
+
+impl RouterTable for ToNeighbour {
+    fn path_to_node(&self, dest: NodeId) -> RouteAction {
+        if dest == self.0 {
+            RouteAction::Next(dest)
+        } else {
+            RouteAction::Local
+        }
+    }
+    fn path_to_key(&self, _: NodeId) -> RouteAction {
+        RouteAction::Local
+    }
+    fn path_to_service(&self, _: ServiceId) -> RouteAction {
+        RouteAction::Reject(RejectReason::NoService)
+    }
+}
+
+/// An application send waiting for room in a connection's queue when that
+/// connection dies is dropped (and reported), and the node goes on taking
+/// commands: it used to stop taking them for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_blocked_on_a_connection_that_dies_does_not_wedge_the_node() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let hub = MemoryHub::new();
+    let (ia, ib) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let tiny = RuntimeConfig {
+        send_queue: 2,
+        ..RuntimeConfig::default()
+    };
+    let ta = MemoryTransport::new(&hub, 1, ia.node_id(), TransportConfig::default());
+    let tb = MemoryTransport::new(&hub, 2, ib.node_id(), TransportConfig::default());
+    let net_a = Network::builder(ia.node_id(), Arc::new(ToNeighbour(ib.node_id())))
+        .build()
+        .unwrap();
+    let net_b = Network::builder(ib.node_id(), Arc::new(TrapRouter))
+        .behavior(Notes)
+        .build()
+        .unwrap();
+    let (a, mut a_events) = Node::spawn(net_a, vec![Arc::new(ta)], tiny);
+    let (b, mut b_events) = Node::spawn(net_b, vec![Arc::new(tb)], RuntimeConfig::default());
+    a.connect(ib.node_id(), plexus_network::Address::Memory(2))
+        .await
+        .unwrap();
+    let sender = {
+        let a = a.clone();
+        let bid = ib.node_id();
+        tokio::spawn(async move {
+            let note = "x".repeat(1000);
+            for _ in 0..100_000 {
+                if a.send(NOTES, RouteRule::Node(bid), &note).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // B hears the stream, then stops mid-way: A's connection dies with
+    // frames (and a blocked send) in it.
+    tokio::time::timeout(WAIT, async {
+        while !matches!(b_events.next().await, Some(NodeEvent::Behaviour(_))) {}
+    })
+    .await
+    .expect("the stream reaches B");
+    b.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, sender)
+        .await
+        .expect("the sender is never stuck")
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, a.status())
+        .await
+        .expect("A still answers")
+        .unwrap();
+    assert!(status.connections.is_empty());
+    assert!(
+        status.stats.dropped > 0,
+        "what could not be sent was reported"
+    );
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, a_events.next()).await {}
+    a.shutdown().await.unwrap();
 }

@@ -3,22 +3,26 @@
 //!
 //! A bootstrap peer is dialled until a connection to it comes up (either
 //! direction). After that it is dialled again only when the node has no
-//! connection at all: it is the way back in, not a link to keep. Failed
-//! dials retry with exponential backoff (1 s doubling to 60 s, ±20% jitter
-//! from the node's RNG, so a restarted swarm does not redial in lockstep);
+//! connection at all: it is the way back in, not a link to keep. Every
+//! dial after the first waits a backoff (1 s doubling to 60 s, ±20% jitter
+//! from the node's RNG, so a restarted swarm does not redial in lockstep),
+//! which starts over only once a connection to the peer has stayed up for
+//! [`STABLE`] — a peer that accepts and then drops us is not hammered;
 //! each failure is logged as a warning naming the peer and the reason
 //! (rate-limited: the first, any change of reason, then every
 //! power-of-two attempt), reported to behaviours like any failed dial, and
 //! kept for [`Network::bootstrap_peers`](crate::Network::bootstrap_peers).
 
 use crate::error::OutgoingConnectionError;
-use crate::{Address, ConnId, NodeId};
+use crate::{Address, ConnId, Instant, NodeId};
 use std::time::Duration;
 
 /// First retry delay after a failed dial.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A connection that lasts this long resets the backoff.
+pub(crate) const STABLE: Duration = Duration::from_secs(30);
 
 /// A bootstrap peer as [`Network::bootstrap_peers`](crate::Network::bootstrap_peers) shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,8 @@ pub(crate) struct Peer {
     pub(crate) dialing: Option<ConnId>,
     /// Connected at least once.
     pub(crate) joined: bool,
+    /// When the current connection to it came up.
+    pub(crate) since: Option<Instant>,
     pub(crate) failures: u32,
     pub(crate) last_error: Option<OutgoingConnectionError>,
     pub(crate) backoff: Duration,
@@ -55,30 +61,45 @@ impl Peer {
             addr,
             dialing: None,
             joined: false,
+            since: None,
             failures: 0,
             last_error: None,
             backoff: FIRST_BACKOFF,
         }
     }
 
-    /// Records a failed dial; returns whether it deserves a warning and the
-    /// delay before the next attempt (before jitter).
-    pub(crate) fn failed(&mut self, err: OutgoingConnectionError) -> (bool, Duration) {
+    /// The delay before the next dial (before jitter); the one after it
+    /// doubles.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        delay
+    }
+
+    /// Records a failed dial; returns whether it deserves a warning.
+    pub(crate) fn failed(&mut self, err: OutgoingConnectionError) -> bool {
         self.dialing = None;
         self.failures += 1;
         let changed = self.last_error.as_ref() != Some(&err);
         self.last_error = Some(err);
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        (changed || self.failures.is_power_of_two(), delay)
+        changed || self.failures.is_power_of_two()
     }
 
     /// Records a connection to the peer.
-    pub(crate) fn connected(&mut self) {
+    pub(crate) fn connected(&mut self, now: Instant) {
         self.dialing = None;
         self.joined = true;
+        self.since = Some(now);
         self.failures = 0;
         self.last_error = None;
-        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Records that the connection to it closed.
+    pub(crate) fn disconnected(&mut self, now: Instant) {
+        if let Some(since) = self.since.take() {
+            if now - since >= STABLE {
+                self.backoff = FIRST_BACKOFF;
+            }
+        }
     }
 }

@@ -37,7 +37,8 @@ impl NetworkBuilder {
         }
     }
 
-    /// Replaces the whole configuration.
+    /// Replaces the whole configuration, including what the setters below
+    /// set before it: call it first, then the setters.
     pub fn config(mut self, config: NetworkConfig) -> Self {
         self.config = config;
         self

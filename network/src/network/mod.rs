@@ -73,9 +73,9 @@ const START: TimerKey = TimerKey {
     token: u64::MAX,
 };
 
-/// Application RPCs awaiting an answer, most: older ones are forgotten
-/// (their callers time out) so a behaviour that never answers cannot grow
-/// the core.
+/// Application RPCs awaiting an answer, most: past it the oldest is
+/// answered with [`RpcError::TooManyOpen`], so a behaviour that never
+/// answers cannot grow the core.
 const MAX_OPEN_RPCS: usize = 65_536;
 /// Dial-failure warnings per peer: at most one per this interval.
 const DIAL_WARN_INTERVAL: Duration = Duration::from_secs(30);
@@ -568,10 +568,9 @@ impl Network {
         }
         let len = frame.len() - HEADER_LEN;
         let max = self.config.max_payload;
-        let len32 = match u32::try_from(len) {
-            Ok(l) if len <= max => l,
-            _ => return Err(SendError::Oversized { len, max }),
-        };
+        if len > max {
+            return Err(SendError::Oversized { len, max });
+        }
         self.begin(now);
         let header = Header {
             service,
@@ -580,7 +579,13 @@ impl Network {
             source: self.local,
             unreliable: opts.unreliable,
         };
-        frame[..HEADER_LEN].copy_from_slice(&header.to_bytes(len32));
+        // Cannot fail: the length was checked against `max_payload`, which
+        // a u32 holds on every platform plexus runs on; if it ever did not,
+        // the frame is refused rather than sent with a wrong header.
+        if header.write_into(&mut frame).is_none() {
+            self.end();
+            return Err(SendError::Oversized { len, max });
+        }
         self.actions.push_back(CoreAction::Route { header, frame });
         self.end();
         Ok(())
@@ -592,6 +597,17 @@ impl Network {
         self.begin(now);
         if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
             self.drop_msg(&h, DropReason::QueueFull(conn));
+        }
+        self.end();
+    }
+
+    /// The driver dropped a frame the core asked it to send because its
+    /// connection closed before it could be written: reported dropped
+    /// ([`DropReason::ConnectionClosed`]).
+    pub fn handle_send_aborted(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        self.begin(now);
+        if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
+            self.drop_msg(&h, DropReason::ConnectionClosed(conn));
         }
         self.end();
     }
@@ -653,7 +669,17 @@ impl Network {
         }
         self.open_rpcs.insert(id, service);
         if self.open_rpcs.len() > MAX_OPEN_RPCS {
-            self.open_rpcs.pop_first();
+            if let Some((old, s)) = self.open_rpcs.pop_first() {
+                log::warn!(
+                    "node {}: more than {MAX_OPEN_RPCS} RPCs open; giving up RPC {} of {s}",
+                    self.local,
+                    old.0
+                );
+                self.outputs.push_back(Output::RpcAnswer {
+                    id: old,
+                    result: Err(RpcError::TooManyOpen),
+                });
+            }
         }
         let res = self.with_slot(idx, "on_rpc", |b, env| b.on_rpc(env, id, req));
         let res = match res {
@@ -836,8 +862,9 @@ impl Network {
             .entry(info.node)
             .or_default()
             .push(info.conn);
+        let now = self.now;
         if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == info.node) {
-            p.connected();
+            p.connected(now);
         }
         for i in 0..self.behaviors.len() {
             self.with_slot(i, "on_connected", |b, env| b.on_connected(env, info));
@@ -858,10 +885,12 @@ impl Network {
         Some(info)
     }
 
-    /// Forgets a connection now and tells the driver to close it.
+    /// Forgets a connection now and tells the driver to close it. A dial
+    /// still in flight fails, as an aborted dial.
     fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
-        if self.pending.remove(&conn).is_some() {
+        if let Some(p) = self.pending.remove(&conn) {
             self.outputs.push_back(Output::Close { conn, reason });
+            self.outgoing_error(conn, p, OutgoingConnectionError::Aborted);
             return;
         }
         if let Some(info) = self.remove_conn(conn) {
@@ -876,16 +905,32 @@ impl Network {
     }
 
     fn disconnected(&mut self, info: ConnectionInfo) {
+        let now = self.now;
+        if !self.neighbours.contains_key(&info.node) {
+            if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == info.node) {
+                p.disconnected(now);
+            }
+        }
         for i in 0..self.behaviors.len() {
             self.with_slot(i, "on_disconnected", |b, env| b.on_disconnected(env, info));
         }
         if self.conns.is_empty() && self.pending.is_empty() {
-            // Alone: the bootstrap peers are the way back in.
+            // Alone: the bootstrap peers are the way back in, each after
+            // its backoff.
             for k in 0..self.bootstrap.len() {
-                self.schedule_bootstrap(k, Duration::ZERO);
+                if self.bootstrap[k].dialing.is_none() {
+                    let delay = self.bootstrap[k].next_delay();
+                    let delay = self.jitter(delay);
+                    self.schedule_bootstrap(k, delay);
+                }
             }
         }
         self.run_actions();
+    }
+
+    /// `d` ± 20%, from the node's RNG.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        d.mul_f64(0.8 + 0.4 * self.rng.next_f64())
     }
 
     fn outgoing_error(&mut self, conn: ConnId, p: Pending, err: OutgoingConnectionError) {
@@ -901,11 +946,10 @@ impl Network {
             Origin::Bootstrap => {}
         }
         if let Some(k) = self.bootstrap.iter().position(|b| b.dialing == Some(conn)) {
-            let (warn, delay) = self.bootstrap[k].failed(err.clone());
+            let warn = self.bootstrap[k].failed(err.clone());
             let failures = self.bootstrap[k].failures;
-            // ±20% jitter, from the node's seeded RNG.
-            let jitter = 0.8 + 0.4 * self.rng.next_f64();
-            let delay = delay.mul_f64(jitter);
+            let delay = self.bootstrap[k].next_delay();
+            let delay = self.jitter(delay);
             if warn {
                 log::warn!(
                     "node {}: cannot reach bootstrap peer {node} at {}: {err} \
@@ -1000,7 +1044,12 @@ impl Network {
         }
         match self.dial(node, addr, Origin::Bootstrap) {
             Ok(conn) => self.bootstrap[k].dialing = Some(conn),
-            Err(ConnectError::AlreadyConnected { .. }) => {}
+            // Someone else is dialling it: follow that dial.
+            Err(ConnectError::AlreadyConnected { conn, .. }) => {
+                if self.pending.contains_key(&conn) {
+                    self.bootstrap[k].dialing = Some(conn);
+                }
+            }
             Err(e) => {
                 log::debug!("node {}: bootstrap dial to {node}: {e}", self.local);
                 self.schedule_bootstrap(k, bootstrap::MAX_BACKOFF);
@@ -1196,9 +1245,16 @@ impl Network {
                     });
                 }
             }
-            CoreAction::Overflow { service, discarded } => {
-                self.stats.budget_overflows += 1;
+            CoreAction::Overflow {
+                service,
+                discarded,
+                first,
+            } => {
                 self.stats.actions_discarded += discarded;
+                if !first {
+                    return;
+                }
+                self.stats.budget_overflows += 1;
                 let n = self.overflows.entry(service).or_default();
                 *n += 1;
                 if n.is_power_of_two() {

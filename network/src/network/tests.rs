@@ -114,6 +114,13 @@ impl ConnectionHandler for BounceHandler {
     }
     fn on_behavior_event(&mut self, agent: &mut ConnectionAgent<'_, Self>, n: u64) {
         agent.emit_to_behavior(n + 1);
+        // Re-armed on every bounce: the last action queued when the budget
+        // runs out, and one the core must still apply.
+        agent.schedule_after(Duration::from_secs(5), 9);
+    }
+    fn on_timer(&mut self, agent: &mut ConnectionAgent<'_, Self>, token: u64) {
+        assert_eq!(token, 9);
+        agent.send(0);
     }
 }
 
@@ -244,13 +251,11 @@ fn a_bad_payload_closes_only_its_authors_connection() {
 #[test]
 fn a_behaviour_that_bounces_forever_is_cut_off_and_the_others_go_on() {
     let mut net = Network::builder(ME, router(&[(2, 2)]))
-        .seed(1)
-        .max_payload(1024)
         .config(NetworkConfig {
             max_actions_per_input: 1_000,
-            seed: Some(1),
             ..NetworkConfig::default()
         })
+        .seed(1)
         .behavior(Bounce)
         .behavior(Echo {
             period: Some(Duration::from_millis(100)),
@@ -285,7 +290,13 @@ fn a_behaviour_that_bounces_forever_is_cut_off_and_the_others_go_on() {
         .filter(|o| matches!(o, Output::Event(e) if e.downcast_ref::<EchoEvent>() == Some(&EchoEvent::Tick)))
         .count();
     assert_eq!(ticks, 1);
-    assert_eq!(net.poll_timeout(), Some(t(200)));
+    // The bouncer's timer was set although its other actions were cut off.
+    net.handle_timeout(t(2) + Duration::from_secs(5));
+    let out = outputs(&mut net);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Send { frame, .. } if crate::wire::peek_service(frame) == Some(BOUNCE))),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -572,9 +583,30 @@ fn a_bootstrap_peer_is_retried_with_backoff_and_redialled_when_alone() {
         (st.connected, st.failures, st.last_error.clone()),
         (true, 0, None)
     );
-    // Alone again: redialled at once.
-    net.handle_disconnected(again + Duration::from_secs(1), c);
-    assert!(dial(&mut net, again + Duration::from_secs(1)).is_some());
+    // Alone again after a short-lived connection: redialled after the
+    // backoff, which kept growing (a peer that accepts and drops us is not
+    // hammered): about 4 s.
+    let down = again + Duration::from_secs(1);
+    net.handle_disconnected(down, c);
+    let redial = net.poll_timeout().expect("a redial is due");
+    assert!(
+        redial - down >= Duration::from_millis(3200)
+            && redial - down <= Duration::from_millis(4800),
+        "{:?}",
+        redial - down
+    );
+    let c = dial(&mut net, redial).expect("redialled");
+    // A connection that lasts resets the backoff: the next redial comes
+    // about a second after it drops.
+    net.handle_outgoing_connected(redial, c, peer);
+    let down = redial + Duration::from_secs(60);
+    net.handle_disconnected(down, c);
+    let redial = net.poll_timeout().expect("a redial is due");
+    assert!(
+        redial - down <= Duration::from_millis(1200),
+        "{:?}",
+        redial - down
+    );
 }
 
 #[test]
@@ -622,4 +654,58 @@ fn on_start_runs_once_before_anything_else() {
         vec!["start", "connected"]
     );
     assert_eq!(net.poll_timeout(), None);
+}
+
+#[test]
+fn an_event_sent_to_the_new_handler_in_on_connected_reaches_it() {
+    struct Greets;
+    struct GreetsHandler;
+    impl ConnectionHandler for GreetsHandler {
+        type Msg = ();
+        type FromBehavior = u8;
+        type ToBehavior = u8;
+        fn on_message(&mut self, _: &mut ConnectionAgent<'_, Self>, _: Incoming<()>) {}
+        fn on_behavior_event(&mut self, agent: &mut ConnectionAgent<'_, Self>, n: u8) {
+            agent.emit_to_behavior(n);
+        }
+    }
+    impl NetworkBehavior for Greets {
+        type Msg = ();
+        type Handler = GreetsHandler;
+        type Event = u8;
+        type Rpc = ();
+        fn service_id(&self) -> ServiceId {
+            ServiceId(23)
+        }
+        fn on_connected(
+            &mut self,
+            agent: &mut BehaviorAgent<'_, Self>,
+            c: ConnectionInfo,
+        ) -> Option<GreetsHandler> {
+            agent.send_to_handler(c.conn, 7);
+            Some(GreetsHandler)
+        }
+        fn on_handler_event(
+            &mut self,
+            agent: &mut BehaviorAgent<'_, Self>,
+            _: ConnectionInfo,
+            n: u8,
+        ) {
+            agent.emit(n);
+        }
+    }
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Greets)
+        .build()
+        .unwrap();
+    net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    let got: Vec<u8> = outputs(&mut net)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => e.downcast::<u8>().ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![7]);
 }

@@ -57,6 +57,8 @@ pub(crate) enum CoreAction {
     Overflow {
         service: ServiceId,
         discarded: u64,
+        /// The first overflow of this behaviour in this input.
+        first: bool,
     },
     /// A message this node sent died here: tell its behaviour.
     Dropped(crate::types::DropReport),
@@ -176,7 +178,8 @@ pub(crate) enum Queued<B: NetworkBehavior + ?Sized> {
 /// [`BehaviorAgent::answer`] (or [`BehaviorAgent::refuse`]).
 ///
 /// The answer carries the request's id back to the caller. Dropping it
-/// without answering leaves the caller waiting until its own timeout.
+/// without answering leaves the caller waiting until its own timeout (the
+/// runtime's `NodeHandle::rpc` gives up after `RuntimeConfig::rpc_timeout`).
 #[must_use = "an RPC that is never answered leaves its caller waiting"]
 pub struct Answer<R> {
     pub(crate) id: RpcId,

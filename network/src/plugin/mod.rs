@@ -124,7 +124,8 @@ pub type ToBehaviorOf<B> = <<B as NetworkBehavior>::Handler as ConnectionHandler
 /// RPCs answered with [`RpcError::BehaviorFailed`](crate::RpcError)), the
 /// application is told ([`Output::BehaviorFailed`](crate::Output)), and the
 /// node and every other behaviour go on. Nothing the panicking callback
-/// queued is applied.
+/// queued is applied. (This needs panics to unwind, Rust's default: a
+/// binary built with `panic = "abort"` still dies on a behaviour's panic.)
 pub trait NetworkBehavior: Send + 'static {
     /// The wire message.
     type Msg: Serialize + DeserializeOwned + Send + 'static;

@@ -3,7 +3,7 @@
 
 use super::agent::{BAction, BehaviorAgent, ConnectionAgent, CoreAction, Env, HAction, Queued};
 use super::{connected, disconnected, ConnectionHandler, NetworkBehavior, RequestOf, SendOptions};
-use crate::error::{ConnectionRejectReason, OutgoingConnectionError};
+use crate::error::{ConnectionRejectReason, OutgoingConnectionError, RpcError};
 use crate::types::{AppEvent, ConnectionInfo, DropReport, Incoming, RouteChange, RpcId};
 use crate::wire::{Frame, Header, HEADER_LEN};
 use crate::{ConnId, NodeId, RouteRule, ServiceId};
@@ -129,6 +129,11 @@ impl<B: NetworkBehavior> Slot<B> {
     /// Applies queued actions in order, within the behaviour's budget for
     /// this input. Internal events (to handlers, to the behaviour) call back
     /// at once and may queue more, which apply after what is queued already.
+    ///
+    /// Over budget, what is left is discarded — but timers are still set
+    /// or cancelled and RPC answers become errors, so a behaviour's own
+    /// bookkeeping (a "timer pending" flag, an open request) never
+    /// disagrees with the core.
     fn drain(&mut self, env: &mut Env<'_>) {
         if self.input != env.input {
             self.input = env.input;
@@ -137,13 +142,8 @@ impl<B: NetworkBehavior> Slot<B> {
         }
         while let Some(action) = self.queue.pop_front() {
             if self.over || self.used >= env.max_actions {
-                self.over = true;
-                let discarded = 1 + self.queue.len() as u64;
-                self.queue.clear();
-                env.out.push_back(CoreAction::Overflow {
-                    service: self.service,
-                    discarded,
-                });
+                self.queue.push_front(action);
+                self.discard(env);
                 return;
             }
             self.used += 1;
@@ -152,6 +152,43 @@ impl<B: NetworkBehavior> Slot<B> {
                 Queued::H(info, a) => self.apply_handler_action(env, info, a),
             }
         }
+    }
+
+    /// The behaviour is over budget for this input: applies the timers and
+    /// failed answers in its queue, discards the rest, and reports it.
+    fn discard(&mut self, env: &mut Env<'_>) {
+        let first = !self.over;
+        self.over = true;
+        let service = self.service;
+        let mut discarded = 0u64;
+        for action in self.queue.drain(..) {
+            match action {
+                Queued::B(BAction::Timer { token, at }) => env.out.push_back(CoreAction::Timer {
+                    service,
+                    conn: None,
+                    token,
+                    at,
+                }),
+                Queued::H(info, HAction::Timer { token, at }) => {
+                    env.out.push_back(CoreAction::Timer {
+                        service,
+                        conn: Some(info.conn),
+                        token,
+                        at,
+                    })
+                }
+                Queued::B(BAction::Answer { id, .. }) => env.out.push_back(CoreAction::Answer {
+                    id,
+                    result: Err(RpcError::Overloaded(service)),
+                }),
+                _ => discarded += 1,
+            }
+        }
+        env.out.push_back(CoreAction::Overflow {
+            service,
+            discarded,
+            first,
+        });
     }
 
     fn apply_behavior_action(&mut self, env: &mut Env<'_>, action: BAction<B>) {
@@ -293,6 +330,7 @@ fn call_handler<H: ConnectionHandler, B: NetworkBehavior<Handler = H>>(
     f: impl FnOnce(&mut H, &mut ConnectionAgent<'_, H>),
 ) {
     let Some(h) = handlers.get_mut(&info.conn) else {
+        log::trace!("{}: no handler on {}; event dropped", info.node, info.conn);
         return;
     };
     {
@@ -327,14 +365,6 @@ fn encode<M: Serialize>(
             return None;
         }
     };
-    let payload_len = buf.len() - HEADER_LEN;
-    let Ok(len) = u32::try_from(payload_len) else {
-        log::warn!(
-            "node {}: {service}: message of {payload_len} bytes too large",
-            env.local
-        );
-        return None;
-    };
     let header = Header {
         service,
         rule,
@@ -342,7 +372,14 @@ fn encode<M: Serialize>(
         source: env.local,
         unreliable: opts.unreliable,
     };
-    buf[..HEADER_LEN].copy_from_slice(&header.to_bytes(len));
+    if header.write_into(&mut buf).is_none() {
+        log::warn!(
+            "node {}: {service}: message of {} bytes too large",
+            env.local,
+            buf.len() - HEADER_LEN
+        );
+        return None;
+    }
     debug_assert!(Frame::decode(&buf, usize::MAX).is_ok());
     Some((header, buf))
 }
@@ -373,11 +410,28 @@ impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
     }
 
     fn on_connected(&mut self, env: &mut Env<'_>, info: ConnectionInfo) {
-        let handler = self.with_behavior(env, |b, a| connected(b, a, info));
+        // The handler is installed and opened before anything the behaviour
+        // queued applies: an event it sent its new handler reaches it.
+        let handler = {
+            let mut agent = BehaviorAgent {
+                env: env.reborrow(),
+                service: self.service,
+                queue: &mut self.queue,
+            };
+            connected(&mut self.behavior, &mut agent, info)
+        };
         if let Some(h) = handler {
             self.handlers.insert(info.conn, h);
-            self.with_handler(env, info, |h, a| h.on_opened(a));
+            call_handler(
+                &mut self.handlers,
+                &mut self.hq,
+                &mut self.queue,
+                env,
+                info,
+                |h, a| h.on_opened(a),
+            );
         }
+        self.drain(env);
     }
 
     fn on_disconnected(&mut self, env: &mut Env<'_>, info: ConnectionInfo) {

@@ -20,6 +20,8 @@ pub struct RuntimeConfig {
     pub handshake_timeout: Duration,
     /// Time to flush and close connections at shutdown. Default 2 s.
     pub shutdown_grace: Duration,
+    /// Time `NodeHandle::rpc` waits for an answer. Default 30 s.
+    pub rpc_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -32,6 +34,7 @@ impl Default for RuntimeConfig {
             app_event_queue: 4096,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            rpc_timeout: Duration::from_secs(30),
         }
     }
 }

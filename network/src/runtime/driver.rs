@@ -2,7 +2,7 @@
 //! and the application deliver, and executes its outputs.
 
 use super::config::RuntimeConfig;
-use super::handle::{Command, ConnStatus, NodeError, NodeEvent, NodeStatus, RpcReply};
+use super::handle::{Command, ConnStatus, NodeError, NodeEvent, NodeState, NodeStatus, RpcReply};
 use super::transport::{
     ConnEvent, Connection, Credit, DialError, FrameSink, Outbound, OutboundQueue, Transport,
 };
@@ -50,6 +50,7 @@ pub(crate) struct Driver {
     app_dropped: u64,
     listen_addrs: Vec<Address>,
     blocked: Option<Blocked>,
+    state: Arc<NodeState>,
 }
 
 impl Driver {
@@ -60,6 +61,7 @@ impl Driver {
         ev_tx: mpsc::Sender<ConnEvent>,
         app_tx: mpsc::Sender<NodeEvent>,
         listen_addrs: Vec<Address>,
+        state: Arc<NodeState>,
     ) -> Self {
         Driver {
             net,
@@ -73,6 +75,7 @@ impl Driver {
             app_dropped: 0,
             listen_addrs,
             blocked: None,
+            state,
         }
     }
 
@@ -94,16 +97,23 @@ impl Driver {
         self.net.handle_timeout(now);
         self.drain();
         let shutdown_reply = 'run: loop {
+            // Timers first: a stream of frames must not starve them.
+            if self.net.poll_timeout().is_some_and(|t| t <= self.now()) {
+                let now = self.now();
+                self.net.handle_timeout(now);
+                self.drain();
+            }
             let wake = self.net.poll_timeout().map(|t| self.deadline(t));
             // An owned sender, so the wait borrows nothing from `self`.
             let blocked_tx = self
                 .blocked
                 .as_ref()
-                .and_then(|b| self.conns.get(&b.conn))
-                .map(|io| io.tx.clone());
+                .map(|b| self.conns.get(&b.conn).map(|io| io.tx.clone()));
             let room = async move {
                 match blocked_tx {
-                    Some(tx) => tx.reserve_owned().await.is_ok(),
+                    // The connection is gone: unblock at once (no room).
+                    Some(None) => false,
+                    Some(Some(tx)) => tx.reserve_owned().await.is_ok(),
                     None => std::future::pending().await,
                 }
             };
@@ -153,7 +163,11 @@ impl Driver {
                 }
             }
         };
+        let state = self.state.clone();
         self.shutdown().await;
+        state
+            .clean
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
         }
@@ -164,7 +178,14 @@ impl Driver {
             return;
         };
         if !room {
-            return; // the connection closed; the frame goes with it
+            // The connection closed with the frame still waiting: it goes
+            // with it, reported like any frame a dead connection takes.
+            if let Outbound::Frame { bytes, .. } = &b.frame {
+                let now = self.now();
+                self.net.handle_send_aborted(now, b.conn, bytes);
+                self.drain();
+            }
+            return;
         }
         if let Some(io) = self.conns.get(&b.conn) {
             if let Err(mpsc::error::TrySendError::Full(frame)) = io.tx.try_send(b.frame) {
@@ -329,6 +350,10 @@ impl Driver {
                 reply,
             } => match self.net.rpc_by_type(now, behavior, req) {
                 Ok(id) => {
+                    if self.rpcs.len() >= 1024 {
+                        // Callers that gave up (timed out) hold nothing.
+                        self.rpcs.retain(|_, r| !r.is_closed());
+                    }
                     self.rpcs.insert(id, reply);
                     self.drain();
                 }
@@ -352,6 +377,7 @@ impl Driver {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            // The loop takes shutdowns before they get here.
             Command::Shutdown(_) => {}
         }
     }

@@ -10,6 +10,7 @@ use crate::{
 };
 use serde::Serialize;
 use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
@@ -108,6 +109,9 @@ pub enum NodeError {
     /// The behaviour answered with another type than its `Response`.
     #[error("RPC answer of the wrong type")]
     WrongAnswer,
+    /// No answer within the RPC timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 pub(crate) type RpcReply = oneshot::Sender<Result<Box<dyn Any + Send>, NodeError>>;
@@ -141,11 +145,15 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Shared between the handles and the runtime's supervisor.
+/// Shared between the handles, the driver and the runtime's supervisor.
 #[derive(Debug, Default)]
 pub(crate) struct NodeState {
-    /// Set when the driver ended unexpectedly.
+    /// Set by the driver when it stopped as asked.
+    pub(crate) clean: AtomicBool,
+    /// Set by the supervisor when the driver ended unexpectedly.
     pub(crate) failure: OnceLock<String>,
+    /// Wakes handles waiting for `failure`.
+    pub(crate) failed: tokio::sync::Notify,
 }
 
 /// A cloneable handle to a running node.
@@ -158,6 +166,7 @@ pub struct NodeHandle {
     pub(crate) budget_max: usize,
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) state: Arc<NodeState>,
+    pub(crate) rpc_timeout: Duration,
 }
 
 /// The node's events for the application.
@@ -184,16 +193,29 @@ impl NodeHandle {
         &self.listen_addrs
     }
 
-    /// Why the node is gone: failed, or shut down.
-    fn gone(&self) -> NodeError {
+    /// Why the node is gone: shut down as asked, or failed. A driver that
+    /// ended without stopping cleanly failed, even before the supervisor
+    /// has recorded why (it is given a moment to).
+    async fn gone(&self) -> NodeError {
+        if self.state.clean.load(Ordering::Acquire) {
+            return NodeError::Closed;
+        }
+        let wait = self.state.failed.notified();
+        if let Some(why) = self.state.failure.get() {
+            return NodeError::Failed(why.clone());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
         match self.state.failure.get() {
             Some(why) => NodeError::Failed(why.clone()),
-            None => NodeError::Closed,
+            None => NodeError::Failed("the node's driver ended unexpectedly".to_string()),
         }
     }
 
     async fn command(&self, cmd: Command) -> Result<(), NodeError> {
-        self.tx.send(cmd).await.map_err(|_| self.gone())
+        match self.tx.send(cmd).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.gone().await),
+        }
     }
 
     async fn call<T>(
@@ -202,7 +224,10 @@ impl NodeHandle {
     ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.command(make(tx)).await?;
-        rx.await.map_err(|_| self.gone())
+        match rx.await {
+            Ok(t) => Ok(t),
+            Err(_) => Err(self.gone().await),
+        }
     }
 
     /// Sends `msg` to the behaviour of `service` on the node(s) `rule`
@@ -241,13 +266,11 @@ impl NodeHandle {
             }));
         }
         let want = u32::try_from(frame.len().min(self.budget_max)).unwrap_or(u32::MAX);
-        let credit = Credit(
-            self.budget
-                .clone()
-                .acquire_many_owned(want)
-                .await
-                .map_err(|_| self.gone())?,
-        );
+        let permit = match self.budget.clone().acquire_many_owned(want).await {
+            Ok(p) => p,
+            Err(_) => return Err(self.gone().await),
+        };
+        let credit = Credit(permit);
         self.command(Command::Send {
             service,
             rule,
@@ -258,18 +281,20 @@ impl NodeHandle {
         .await
     }
 
-    /// Calls the RPC of the node's behaviour of type `B` and awaits the answer.
+    /// Calls the RPC of the node's behaviour of type `B` and awaits the
+    /// answer, at most `RuntimeConfig::rpc_timeout` ([`NodeError::Timeout`]).
     pub async fn rpc<B: NetworkBehavior>(
         &self,
         req: RequestOf<B>,
     ) -> Result<ResponseOf<B>, NodeError> {
-        let answer = self
-            .call(|reply| Command::Rpc {
-                behavior: TypeId::of::<B>(),
-                req: Box::new(req),
-                reply,
-            })
-            .await??;
+        let call = self.call(|reply| Command::Rpc {
+            behavior: TypeId::of::<B>(),
+            req: Box::new(req),
+            reply,
+        });
+        let answer = tokio::time::timeout(self.rpc_timeout, call)
+            .await
+            .map_err(|_| NodeError::Timeout(self.rpc_timeout))???;
         answer
             .downcast::<ResponseOf<B>>()
             .map(|b| *b)

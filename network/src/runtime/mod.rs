@@ -2,8 +2,8 @@
 //!
 //! [`Node::spawn`] moves a [`Network`] into a task that owns it and runs the
 //! drive loop over real time: it feeds the core what the transports and the
-//! application deliver, executes its outputs on the transports, and ticks it
-//! on a timer. Everything else talks to that task through channels, so the
+//! application deliver, executes its outputs on the transports, and wakes
+//! it when its earliest timer is due. Everything else talks to that task through channels, so the
 //! core still needs no lock.
 //!
 //! # Transports
@@ -101,6 +101,7 @@ impl Node {
             budget_max: config.app_bytes_in_flight.max(1),
             tx: cmd_tx,
             state: state.clone(),
+            rpc_timeout: config.rpc_timeout,
         };
         log::info!(
             "node {node}: running, listening on {}",
@@ -112,7 +113,15 @@ impl Node {
         );
         let supervisor_tx = app_tx.clone();
         let supervisor_transports = transports.clone();
-        let driver = Driver::new(network, transports, config, ev_tx, app_tx, listen_addrs);
+        let driver = Driver::new(
+            network,
+            transports,
+            config,
+            ev_tx,
+            app_tx,
+            listen_addrs,
+            state.clone(),
+        );
         let task = tokio::spawn(driver.run(cmd_rx, ev_rx, in_rx));
         tokio::spawn(async move {
             let Err(e) = task.await else {
@@ -133,10 +142,15 @@ impl Node {
             };
             log::error!("node {node}: the node's driver failed: {why}; closing its listeners");
             let _ = state.failure.set(why.clone());
+            state.failed.notify_waiters();
             for t in &supervisor_transports {
                 t.shutdown().await;
             }
-            let _ = supervisor_tx.try_send(NodeEvent::Failed(why));
+            // The last event; an application that does not read within a
+            // second has its reason in every handle call anyway.
+            let _ = supervisor_tx
+                .send_timeout(NodeEvent::Failed(why), std::time::Duration::from_secs(1))
+                .await;
         });
         (handle, NodeEvents { rx: app_rx })
     }

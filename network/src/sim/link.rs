@@ -110,8 +110,8 @@ pub(crate) enum Fate {
         reordered: u32,
     },
     /// The link lost every retransmission for longer than the idle timeout:
-    /// the connection closes after `after`.
-    Dead { after: Duration },
+    /// the connection closes at the idle timeout.
+    Dead,
 }
 
 /// Draws the fate of one frame.
@@ -128,9 +128,7 @@ pub(crate) fn fate(
             retransmits += 1;
             waited += link.retransmit_timeout;
             if waited >= idle_timeout || link.retransmit_timeout.is_zero() {
-                return Fate::Dead {
-                    after: idle_timeout,
-                };
+                return Fate::Dead;
             }
         }
         return Fate::Ordered {
@@ -183,6 +181,6 @@ mod tests {
         let idle = Duration::from_secs(30);
         let all = LinkConfig::default().with_loss(1.0);
         assert_eq!(fate(&all, false, idle, &mut rng), Fate::Lost);
-        assert_eq!(fate(&all, true, idle, &mut rng), Fate::Dead { after: idle });
+        assert_eq!(fate(&all, true, idle, &mut rng), Fate::Dead);
     }
 }

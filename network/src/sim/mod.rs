@@ -155,7 +155,14 @@ struct Held {
     inc: u32,
     from: NodeId,
     since: Instant,
-    frames: VecDeque<Vec<u8>>,
+    items: VecDeque<HeldItem>,
+}
+
+/// What a partition holds on a connection, in order: reliable frames, and
+/// the peer's graceful close behind them.
+enum HeldItem {
+    Frame(Vec<u8>),
+    Close,
 }
 
 enum Ev {
@@ -195,13 +202,23 @@ enum Ev {
         to: NodeId,
         conn: ConnId,
     },
-    /// The connection ends at `to`: the peer closed it (`idle: false`), or
-    /// the link model timed it out.
+    /// The connection ends at `to`: the peer (`from`) closed it
+    /// (`idle: false`; it travels like a reliable frame), or the link model
+    /// timed it out.
     Disconnect {
         to: NodeId,
+        from: NodeId,
         conn: ConnId,
         inc: u32,
         idle: bool,
+    },
+    /// Has the partition that cut this connection lasted past the idle
+    /// timeout (`epoch` is the partition it was scheduled in)?
+    IdleCheck {
+        node: NodeId,
+        conn: ConnId,
+        inc: u32,
+        epoch: u64,
     },
     Action(SimAction),
 }
@@ -216,6 +233,8 @@ pub struct Sim {
     nodes: BTreeMap<NodeId, SimNode>,
     links: BTreeMap<(NodeId, NodeId), LinkConfig>,
     groups: Option<BTreeMap<NodeId, usize>>,
+    /// Counts partitions and heals: idle checks of an earlier one lapse.
+    partition_epoch: u64,
     held: BTreeMap<(NodeId, ConnId), Held>,
     events: Vec<SimEvent>,
     answers: Vec<(NodeId, RpcId, RpcResult)>,
@@ -251,6 +270,7 @@ impl Sim {
             nodes: BTreeMap::new(),
             links: BTreeMap::new(),
             groups: None,
+            partition_epoch: 0,
             held: BTreeMap::new(),
             events: Vec::new(),
             answers: Vec::new(),
@@ -408,6 +428,26 @@ impl Sim {
         }
         log::info!("sim {}: partition into {} group(s)", self.now, groups.len());
         self.groups = Some(map);
+        self.partition_epoch += 1;
+        // Connections across the cut close at the idle timeout even if
+        // nothing is sent on them (QUIC's keep-alives get no answer).
+        let at = self.now + self.config.idle_timeout;
+        let mut checks = Vec::new();
+        for (id, n) in &self.nodes {
+            for (conn, p) in &n.conns {
+                if *id < p.node && self.cut(*id, p.node) {
+                    checks.push(Ev::IdleCheck {
+                        node: *id,
+                        conn: *conn,
+                        inc: n.incarnation,
+                        epoch: self.partition_epoch,
+                    });
+                }
+            }
+        }
+        for ev in checks {
+            self.queue.push(at, ev);
+        }
     }
 
     /// Removes any partition. Held reliable frames are delivered at their
@@ -415,6 +455,7 @@ impl Sim {
     pub fn heal(&mut self) {
         log::info!("sim {}: partition healed", self.now);
         self.groups = None;
+        self.partition_epoch += 1;
     }
 
     /// Crashes a node: its state is gone, its peers are not told; their
@@ -440,6 +481,7 @@ impl Sim {
                     now + idle,
                     Ev::Disconnect {
                         to: p.node,
+                        from: id,
                         conn: pc,
                         inc: p.incarnation,
                         idle: true,
@@ -721,6 +763,7 @@ impl Sim {
                         (now + d).max(fifo),
                         Ev::Disconnect {
                             to: node,
+                            from: id,
                             conn: pc,
                             inc: incarnation,
                             idle: false,
@@ -832,9 +875,10 @@ impl Sim {
                     );
                 }
             }
-            Fate::Dead { after } => {
+            Fate::Dead => {
                 self.trace_line(id, || format!("link to {to} dead on {conn}"));
-                self.link_dead(id, conn, after);
+                let idle = self.config.idle_timeout;
+                self.link_dead(id, conn, idle);
             }
         }
     }
@@ -856,6 +900,7 @@ impl Sim {
             at,
             Ev::Disconnect {
                 to: id,
+                from: id,
                 conn,
                 inc,
                 idle: true,
@@ -866,6 +911,7 @@ impl Sim {
                 at,
                 Ev::Disconnect {
                     to: node,
+                    from: id,
                     conn: c,
                     inc: i,
                     idle: true,
@@ -874,22 +920,53 @@ impl Sim {
         }
     }
 
-    /// Holds a reliable frame that met a partition.
-    fn hold(&mut self, to: NodeId, conn: ConnId, inc: u32, from: NodeId, bytes: Vec<u8>) {
-        self.report.frames_held += 1;
+    /// Holds a reliable frame (or a graceful close) that met a partition,
+    /// or that comes behind ones held.
+    fn hold(&mut self, to: NodeId, conn: ConnId, inc: u32, from: NodeId, item: HeldItem) {
+        if matches!(item, HeldItem::Frame(_)) {
+            self.report.frames_held += 1;
+        }
         let now = self.now;
         let fresh = !self.held.contains_key(&(to, conn));
         let h = self.held.entry((to, conn)).or_insert_with(|| Held {
             inc,
             from,
             since: now,
-            frames: VecDeque::new(),
+            items: VecDeque::new(),
         });
-        h.frames.push_back(bytes);
+        h.items.push_back(item);
         if fresh {
             let rto = self.link(from, to).retransmit_timeout;
             self.queue.push(now + rto, Ev::Retry { to, conn });
         }
+    }
+
+    /// The connection `conn` ends at `to`.
+    fn disconnect(&mut self, to: NodeId, conn: ConnId, idle: bool) {
+        let now = self.now;
+        let removed = self
+            .nodes
+            .get_mut(&to)
+            .is_some_and(|n| n.conns.remove(&conn).is_some());
+        if !removed {
+            return;
+        }
+        self.held.remove(&(to, conn));
+        if idle {
+            self.report.idle_closes += 1;
+        }
+        self.hash.u64(0x4449_5343 ^ to.0 ^ conn.0);
+        self.trace_line(to, || {
+            if idle {
+                format!("{conn} timed out")
+            } else {
+                format!("peer closed {conn}")
+            }
+        });
+        if let Some(net) = self.nodes.get_mut(&to).and_then(|n| n.net.as_mut()) {
+            net.handle_disconnected(now, conn);
+        }
+        self.drain(to);
     }
 
     fn deliver(&mut self, to: NodeId, conn: ConnId, bytes: &[u8]) {
@@ -1009,9 +1086,36 @@ impl Sim {
                         now + d,
                         Ev::Disconnect {
                             to: peer,
+                            from: to,
                             conn: peer_conn,
                             inc: peer_inc,
                             idle: false,
+                        },
+                    );
+                    return;
+                }
+                if self.cut(to, peer) {
+                    // The handshake's last flight met a partition: the
+                    // dialler gives up at its timeout, and so does the
+                    // side that accepted.
+                    let at = now + self.config.connect_timeout;
+                    self.queue.push(
+                        at,
+                        Ev::ConnectFail {
+                            to,
+                            conn,
+                            inc,
+                            err: OutgoingConnectionError::Unreachable,
+                        },
+                    );
+                    self.queue.push(
+                        at,
+                        Ev::Disconnect {
+                            to: peer,
+                            from: peer,
+                            conn: peer_conn,
+                            inc: peer_inc,
+                            idle: true,
                         },
                     );
                     return;
@@ -1063,7 +1167,7 @@ impl Sim {
                 }
                 if self.cut(from, to) {
                     if reliable {
-                        self.hold(to, conn, inc, from, bytes);
+                        self.hold(to, conn, inc, from, HeldItem::Frame(bytes));
                     } else {
                         self.report.frames_partitioned += 1;
                         self.hash.u64(0x5041_5254);
@@ -1072,7 +1176,7 @@ impl Sim {
                 }
                 if reliable && self.held.contains_key(&(to, conn)) {
                     // Behind frames still held: keep the order.
-                    self.hold(to, conn, inc, from, bytes);
+                    self.hold(to, conn, inc, from, HeldItem::Frame(bytes));
                     return;
                 }
                 self.deliver(to, conn, &bytes);
@@ -1088,7 +1192,7 @@ impl Sim {
                         .is_some_and(|n| n.conns.contains_key(&conn));
                 if !open {
                     if let Some(h) = self.held.remove(&(to, conn)) {
-                        self.report.frames_undeliverable += h.frames.len() as u64;
+                        self.report.frames_undeliverable += h.items.len() as u64;
                     }
                     return;
                 }
@@ -1107,7 +1211,7 @@ impl Sim {
                     return;
                 }
                 if let Some(h) = self.held.remove(&(to, conn)) {
-                    for bytes in h.frames {
+                    for item in h.items {
                         if !self
                             .nodes
                             .get(&to)
@@ -1116,12 +1220,16 @@ impl Sim {
                             self.report.frames_undeliverable += 1;
                             continue;
                         }
-                        self.deliver(to, conn, &bytes);
+                        match item {
+                            HeldItem::Frame(bytes) => self.deliver(to, conn, &bytes),
+                            HeldItem::Close => self.disconnect(to, conn, false),
+                        }
                     }
                 }
             }
             Ev::Disconnect {
                 to,
+                from,
                 conn,
                 inc,
                 idle,
@@ -1129,29 +1237,32 @@ impl Sim {
                 if self.alive_inc(to) != Some(inc) {
                     return;
                 }
-                let removed = self
-                    .nodes
-                    .get_mut(&to)
-                    .is_some_and(|n| n.conns.remove(&conn).is_some());
-                if !removed {
+                if !idle && (self.cut(from, to) || self.held.contains_key(&(to, conn))) {
+                    // A close travels like a reliable frame: behind what is
+                    // held, and held itself at a partition.
+                    self.hold(to, conn, inc, from, HeldItem::Close);
                     return;
                 }
-                self.held.remove(&(to, conn));
-                if idle {
-                    self.report.idle_closes += 1;
+                self.disconnect(to, conn, idle);
+            }
+            Ev::IdleCheck {
+                node,
+                conn,
+                inc,
+                epoch,
+            } => {
+                if epoch != self.partition_epoch || self.alive_inc(node) != Some(inc) {
+                    return;
                 }
-                self.hash.u64(0x4449_5343 ^ to.0 ^ conn.0);
-                self.trace_line(to, || {
-                    if idle {
-                        format!("{conn} timed out")
-                    } else {
-                        format!("peer closed {conn}")
-                    }
-                });
-                if let Some(net) = self.nodes.get_mut(&to).and_then(|n| n.net.as_mut()) {
-                    net.handle_disconnected(now, conn);
+                let far = self
+                    .nodes
+                    .get(&node)
+                    .and_then(|n| n.conns.get(&conn))
+                    .map(|p| p.node);
+                if far.is_some_and(|far| self.cut(node, far)) {
+                    self.trace_line(node, || format!("{conn} partitioned past the idle timeout"));
+                    self.link_dead(node, conn, Duration::ZERO);
                 }
-                self.drain(to);
             }
             Ev::Action(action) => {
                 self.hash.u64(0x4143_5449);
