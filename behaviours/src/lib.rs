@@ -10,11 +10,19 @@
 //! - [`ping`]: liveness and round-trip time of every connection.
 //! - [`membership`]: a random, connected overlay (HyParView): which peers a
 //!   node keeps connections to.
+//! - [`broadcast`]: every node delivers every message once, over a
+//!   self-repairing spanning tree (Plumtree) on the overlay.
+//! - [`pubsub`]: publish and subscribe by topic; per topic, a tree among
+//!   the subscribers and the nodes between them.
 //!
 //! Default service ids are in [`services`]; each `Config` can change its own.
 
+pub mod broadcast;
 pub mod membership;
 pub mod ping;
+pub mod pubsub;
+#[cfg(feature = "sim")]
+pub mod sim_support;
 
 /// The service ids the shipped behaviours use by default.
 pub mod services {
@@ -23,4 +31,8 @@ pub mod services {
     pub const PING: ServiceId = ServiceId(1);
     /// [`crate::membership`].
     pub const MEMBERSHIP: ServiceId = ServiceId(2);
+    /// [`crate::broadcast`].
+    pub const BROADCAST: ServiceId = ServiceId(3);
+    /// [`crate::pubsub`].
+    pub const PUBSUB: ServiceId = ServiceId(4);
 }

@@ -27,7 +27,8 @@ struct Ask {
 #[derive(Debug)]
 pub struct Behaviour {
     config: Config,
-    /// Open connections per node (whoever opened them), oldest first.
+    /// Open connections per node (whoever opened them), oldest first; the
+    /// newest is the one used.
     conns: BTreeMap<NodeId, Vec<ConnId>>,
     /// Connections membership dialled itself: it may close them.
     dialled: BTreeSet<ConnId>,
@@ -42,6 +43,8 @@ pub struct Behaviour {
     /// What our last shuffle offered: evicted first when replies come in.
     offered: BTreeSet<NodeId>,
     housekeeping: bool,
+    /// Lost neighbours still to replace.
+    repair: usize,
     stats: Stats,
 }
 
@@ -58,6 +61,7 @@ impl Behaviour {
             refused: BTreeMap::new(),
             offered: BTreeSet::new(),
             housekeeping: false,
+            repair: 0,
             stats: Stats::default(),
         }
     }
@@ -77,8 +81,10 @@ impl Behaviour {
         self.stats
     }
 
+    /// The newest connection to `node`: a peer that restarted reconnects
+    /// before its old connection times out, and only the new one is alive.
     fn conn(&self, node: NodeId) -> Option<ConnId> {
-        self.conns.get(&node).and_then(|v| v.first()).copied()
+        self.conns.get(&node).and_then(|v| v.last()).copied()
     }
 
     fn send(&self, agent: &mut Agent<'_>, node: NodeId, msg: Message) -> bool {
@@ -138,6 +144,7 @@ impl Behaviour {
         };
         self.passive.remove(&node);
         self.active.insert(node, addrs);
+        self.repair = self.repair.saturating_sub(1);
         log::debug!(
             "node {}: membership: {node} active ({} of {})",
             agent.local_node(),
@@ -256,10 +263,18 @@ impl Behaviour {
         self.arm_housekeeping(agent);
     }
 
-    /// Promotes passive peers until the active view plus requests in flight
-    /// reach the target.
+    /// Replaces lost neighbours: promotes passive peers, one after another
+    /// as they refuse, until as many have come back as were lost (or the
+    /// view is full). A node left with none keeps trying, with high
+    /// priority. Growing a view that is merely below its target is slower:
+    /// one request per shuffle round, so refusals do not turn into a storm
+    /// of dials.
     fn fill(&mut self, agent: &mut Agent<'_>) {
-        self.fill_up_to(agent, self.config.active_size);
+        if self.active.is_empty() {
+            self.repair = self.repair.max(1);
+        }
+        let target = (self.active.len() + self.repair).min(self.config.active_size);
+        self.fill_up_to(agent, target);
     }
 
     /// Promotes passive peers until the active view plus requests in flight
@@ -565,7 +580,15 @@ impl NetworkBehavior for Behaviour {
             };
             self.send(agent, node, msg);
         } else if self.active.contains_key(&node) {
-            // A second connection to a neighbour: nothing changes.
+            // A newer connection to a neighbour (it may have restarted):
+            // from now on it is the one to use.
+            self.announce(
+                agent,
+                NeighborEvent::Up {
+                    node,
+                    conn: info.conn,
+                },
+            );
         } else if info.direction == Direction::Outgoing {
             // A connection the node opened but membership did not (a
             // bootstrap peer, an application dial): join through it. Not
@@ -588,7 +611,7 @@ impl NetworkBehavior for Behaviour {
         let left = match self.conns.get_mut(&node) {
             Some(v) => {
                 v.retain(|c| *c != info.conn);
-                v.first().copied()
+                v.last().copied()
             }
             None => None,
         };
@@ -608,6 +631,7 @@ impl NetworkBehavior for Behaviour {
                         agent.local_node()
                     );
                     self.remove_active(agent, node, true);
+                    self.repair += 1;
                     self.fill(agent);
                 } else if was_asking {
                     self.fill(agent);
@@ -644,6 +668,8 @@ impl NetworkBehavior for Behaviour {
             Message::Neighbor { priority, addrs } => self.on_neighbor(agent, from, priority, addrs),
             Message::NeighborReply { accepted } => self.on_neighbor_reply(agent, from, accepted),
             Message::Disconnect => {
+                // Dropped to make room: not a failure; the view grows back
+                // at the shuffle rounds' pace (at once if it is empty).
                 self.remove_active(agent, from, false);
                 if let Some(c) = self.conn(from) {
                     agent.close(c);
@@ -666,7 +692,9 @@ impl NetworkBehavior for Behaviour {
                 // sometimes rewire, so the overlay keeps mixing.
                 let want = self.active.len() + self.asking.len() + 1;
                 if want <= self.config.active_size {
-                    self.fill_up_to(agent, want);
+                    if self.asking.is_empty() {
+                        self.fill_up_to(agent, want);
+                    }
                 } else if self.asking.is_empty() && agent.rng().chance(self.config.rewire) {
                     self.rewire(agent);
                 }

@@ -117,7 +117,9 @@ pub struct Network {
     addrs: Vec<Address>,
     conns: BTreeMap<ConnId, ConnectionInfo>,
     pending: BTreeMap<ConnId, Pending>,
-    /// Established connections per neighbour, oldest first (the one used to forward).
+    /// Established connections per neighbour, oldest first; the newest is
+    /// the one used to forward (a peer that restarted reconnects before its
+    /// old connection times out).
     neighbours: BTreeMap<NodeId, Vec<ConnId>>,
     actions: VecDeque<CoreAction>,
     outputs: VecDeque<Output>,
@@ -1089,7 +1091,7 @@ impl Network {
     }
 
     fn send_to_hop(&mut self, hop: NodeId, h: &Header, frame: Vec<u8>) {
-        match self.neighbours.get(&hop).and_then(|v| v.first()).copied() {
+        match self.neighbours.get(&hop).and_then(|v| v.last()).copied() {
             Some(conn) => self.send_on(conn, frame, h.unreliable),
             None => self.drop_msg(h, DropReason::NoConnection(hop)),
         }
