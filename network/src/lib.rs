@@ -90,6 +90,7 @@ mod rng;
 mod route;
 mod time;
 mod types;
+mod vecmap;
 pub mod wire;
 
 #[cfg(feature = "runtime")]

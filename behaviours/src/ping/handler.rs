@@ -15,9 +15,8 @@ pub enum HandlerEvent {
     Failed(Failure),
 }
 
-/// Timer tokens.
+/// The timer token.
 const PING: u64 = 0;
-const TIMEOUT: u64 = 1;
 
 /// Pings its connection every `interval` and watches for answers.
 #[derive(Debug)]
@@ -47,14 +46,29 @@ impl Handler {
             seq: self.seq,
             sent_at_us: agent.now().as_micros(),
         });
-        agent.schedule_after(self.interval, PING);
+        // Every handler of a node pings on the same grid (one phase per
+        // node, from its id): the node wakes once per interval, not once
+        // per connection, and nodes do not all wake at once.
+        let every = self.interval.as_micros().max(1) as u64;
+        let phase = agent.local_node().0 % every;
+        let now = agent.now().as_micros();
+        let next = (now.saturating_sub(phase) / every + 1) * every + phase;
+        agent.schedule_at(Instant::from_micros(next), PING);
     }
 
-    /// The timeout check is due when the neighbour has been silent for
-    /// `timeout` since its last answer (plus a microsecond, so "longer than").
-    fn arm_timeout(&self, agent: &mut ConnectionAgent<'_, Self>) {
-        let due = self.last_seen + self.timeout + Duration::from_micros(1);
-        agent.schedule_at(due, TIMEOUT);
+    /// Declares the neighbour failed if it has been silent past the timeout.
+    fn check(&mut self, agent: &mut ConnectionAgent<'_, Self>) {
+        let silent_for = agent.now() - self.last_seen;
+        if !self.failed && silent_for > self.timeout {
+            self.failed = true;
+            log::debug!(
+                "node {} {}: ping: {} silent for {silent_for:?}",
+                agent.local_node(),
+                agent.conn(),
+                agent.remote_node()
+            );
+            agent.emit_to_behavior(HandlerEvent::Failed(Failure::Timeout { silent_for }));
+        }
     }
 }
 
@@ -66,29 +80,12 @@ impl ConnectionHandler for Handler {
     fn on_opened(&mut self, agent: &mut ConnectionAgent<'_, Self>) {
         self.last_seen = agent.now();
         self.ping(agent);
-        self.arm_timeout(agent);
     }
 
     fn on_timer(&mut self, agent: &mut ConnectionAgent<'_, Self>, token: u64) {
-        match token {
-            PING => self.ping(agent),
-            TIMEOUT => {
-                let silent_for = agent.now() - self.last_seen;
-                if silent_for <= self.timeout {
-                    // Answers came since this was set: check again later.
-                    self.arm_timeout(agent);
-                } else if !self.failed {
-                    self.failed = true;
-                    log::debug!(
-                        "node {} {}: ping: {} silent for {silent_for:?}",
-                        agent.local_node(),
-                        agent.conn(),
-                        agent.remote_node()
-                    );
-                    agent.emit_to_behavior(HandlerEvent::Failed(Failure::Timeout { silent_for }));
-                }
-            }
-            _ => {}
+        if token == PING {
+            self.check(agent);
+            self.ping(agent);
         }
     }
 
@@ -109,11 +106,7 @@ impl ConnectionHandler for Handler {
                 }
                 let rtt = now - Instant::from_micros(sent_at_us);
                 self.last_seen = now;
-                if self.failed {
-                    // Recovered: watch it again.
-                    self.failed = false;
-                    self.arm_timeout(agent);
-                }
+                self.failed = false;
                 agent.emit_to_behavior(HandlerEvent::Rtt(rtt));
             }
         }

@@ -7,10 +7,12 @@
 //! failure event when a neighbour has not answered for `timeout`; it then
 //! closes the connection if `close_on_failure` is set.
 //!
-//! Failure detection: each handler holds a timer due `timeout` after the
-//! last answer, so a neighbour that dies right after its last answer is
-//! reported `timeout` after that answer (the timer is moved lazily: it
-//! fires, sees a newer answer, and re-arms).
+//! Timing: every handler of a node pings on one grid (period `interval`,
+//! a phase per node), so a node wakes once per interval however many
+//! connections it has. Failure detection: at each ping the handler checks
+//! the silence since the last answer, so a neighbour that dies right after
+//! its last answer is reported between `timeout` and `timeout + interval`
+//! after that answer.
 //!
 //! ```
 //! use plexus_behaviours::ping;

@@ -1,6 +1,6 @@
 //! Building a core: its id, router, behaviours and settings.
 
-use super::Network;
+use super::{Network, ServiceIndex};
 use crate::config::NetworkConfig;
 use crate::error::BuildError;
 use crate::plugin::slot::{ErasedBehavior, Slot};
@@ -79,13 +79,14 @@ impl NetworkBuilder {
     /// Builds the core. Fails when two behaviours claim one service, or when
     /// no seed was given and the OS has no randomness to give.
     pub fn build(self) -> Result<Network, BuildError> {
-        let mut services = [None; 256];
+        let mut services = ServiceIndex::new();
         for (i, b) in self.behaviors.iter().enumerate() {
             let s = b.service_id();
-            if services[s.0 as usize].is_some() {
+            if services.get(s).is_some() {
                 return Err(BuildError::DuplicateService(s));
             }
-            services[s.0 as usize] = Some(i as u16);
+            // 256 services at most, one behaviour each: `i` fits.
+            services.set(s, i);
         }
         let seed = match self.config.seed {
             Some(s) => s,

@@ -52,6 +52,7 @@ use crate::types::{
     BehaviorFailure, CloseReason, ConnectionInfo, DialFailure, DropReason, DropReport,
     NetworkStats, Output, RpcId,
 };
+use crate::vecmap::VecMap;
 use crate::wire::{self, Frame, Header, HEADER_LEN};
 use crate::{
     Address, ConnId, Direction, Instant, NetworkBehavior, NodeId, Rng, RouteAction, RouteRule,
@@ -82,6 +83,28 @@ const DIAL_WARN_INTERVAL: Duration = Duration::from_secs(30);
 /// Peers remembered for rate-limiting dial warnings.
 const DIAL_WARN_PEERS: usize = 1024;
 
+/// Service id → index of its behaviour, in 256 bytes (one byte per
+/// service, 0 for none): looked up for every message, so it stays small.
+#[derive(Clone, Copy)]
+pub(crate) struct ServiceIndex([u8; 256]);
+
+impl ServiceIndex {
+    pub(crate) fn new() -> Self {
+        ServiceIndex([0; 256])
+    }
+    /// The behaviour of `s`.
+    pub(crate) fn get(&self, s: ServiceId) -> Option<u16> {
+        match self.0[s.0 as usize] {
+            0 => None,
+            i => Some(u16::from(i) - 1),
+        }
+    }
+    /// Records behaviour `i` (below 255) for `s`.
+    pub(crate) fn set(&mut self, s: ServiceId, i: usize) {
+        self.0[s.0 as usize] = u8::try_from(i + 1).unwrap_or(u8::MAX);
+    }
+}
+
 /// Who asked for a dial: decides how loudly its failure is logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
@@ -110,21 +133,21 @@ pub struct Network {
     /// Per behaviour: disabled after a panic.
     failed: Vec<bool>,
     /// Service id → index in `behaviors`.
-    services: [Option<u16>; 256],
+    services: ServiceIndex,
     /// The services of `behaviors`, ascending.
     service_list: Vec<ServiceId>,
     /// Where the node can be reached, as the driver said.
     addrs: Vec<Address>,
-    conns: BTreeMap<ConnId, ConnectionInfo>,
+    conns: VecMap<ConnId, ConnectionInfo>,
     pending: BTreeMap<ConnId, Pending>,
     /// Established connections per neighbour, oldest first; the newest is
     /// the one used to forward (a peer that restarted reconnects before its
     /// old connection times out).
-    neighbours: BTreeMap<NodeId, Vec<ConnId>>,
+    neighbours: VecMap<NodeId, Vec<ConnId>>,
     actions: VecDeque<CoreAction>,
     outputs: VecDeque<Output>,
     /// RTTs reported by behaviours, per established connection.
-    rtts: BTreeMap<ConnId, Duration>,
+    rtts: VecMap<ConnId, Duration>,
     timers: Timers,
     bootstrap: Vec<bootstrap::Peer>,
     /// Application RPCs not answered yet, and whose they are.
@@ -166,7 +189,7 @@ impl Network {
         config: NetworkConfig,
         seed: u64,
         behaviors: Vec<Box<dyn ErasedBehavior>>,
-        services: [Option<u16>; 256],
+        services: ServiceIndex,
         bootstrap: Vec<(NodeId, Address)>,
     ) -> Network {
         let n = behaviors.len();
@@ -179,16 +202,16 @@ impl Network {
             behaviors,
             service_list: (0..=255u8)
                 .map(ServiceId)
-                .filter(|s| services[s.0 as usize].is_some())
+                .filter(|s| services.get(*s).is_some())
                 .collect(),
             services,
             addrs: Vec::new(),
-            conns: BTreeMap::new(),
+            conns: VecMap::new(),
             pending: BTreeMap::new(),
-            neighbours: BTreeMap::new(),
+            neighbours: VecMap::new(),
             actions: VecDeque::new(),
             outputs: VecDeque::new(),
-            rtts: BTreeMap::new(),
+            rtts: VecMap::new(),
             timers: Timers::default(),
             bootstrap: Vec::new(),
             open_rpcs: BTreeMap::new(),
@@ -656,7 +679,9 @@ impl Network {
         service: ServiceId,
         req: Box<dyn Any + Send>,
     ) -> Result<RpcId, RpcError> {
-        let idx = self.services[service.0 as usize]
+        let idx = self
+            .services
+            .get(service)
             .ok_or_else(|| RpcError::NoBehavior(service.to_string()))? as usize;
         self.begin(now);
         let id = RpcId(self.next_rpc);
@@ -861,8 +886,7 @@ impl Network {
         );
         self.conns.insert(info.conn, info);
         self.neighbours
-            .entry(info.node)
-            .or_default()
+            .get_or_insert_with(info.node, Vec::new)
             .push(info.conn);
         let now = self.now;
         if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == info.node) {
@@ -1099,7 +1123,7 @@ impl Network {
 
     /// Delivers a validated message to its local behaviour.
     fn deliver(&mut self, via: Option<(ConnId, NodeId)>, h: &Header, payload: &[u8]) {
-        let Some(idx) = self.services[h.service.0 as usize] else {
+        let Some(idx) = self.services.get(h.service) else {
             self.drop_msg(h, DropReason::UnknownService);
             return;
         };
@@ -1218,7 +1242,7 @@ impl Network {
                 token,
                 at,
             } => {
-                let Some(slot) = self.services[service.0 as usize] else {
+                let Some(slot) = self.services.get(service) else {
                     return;
                 };
                 if self.failed[slot as usize] || conn.is_some_and(|c| !self.conns.contains_key(&c))
@@ -1241,7 +1265,7 @@ impl Network {
                 }
             }
             CoreAction::Dropped(report) => {
-                if let Some(i) = self.services[report.service.0 as usize] {
+                if let Some(i) = self.services.get(report.service) {
                     self.with_slot(i as usize, "on_dropped", |b, env| {
                         b.on_dropped(env, &report)
                     });

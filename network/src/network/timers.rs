@@ -6,9 +6,10 @@
 //! heap is rebuilt when stale entries outnumber live ones, so its size stays
 //! within twice the number of pending timers.
 
+use crate::vecmap::VecMap;
 use crate::{ConnId, Instant};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 
 /// The owner of timers that belong to the core itself.
 pub(crate) const CORE: u16 = u16::MAX;
@@ -35,7 +36,7 @@ struct Entry {
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Entry>>,
     /// Pending timers: key → id of its live heap entry.
-    index: BTreeMap<TimerKey, u64>,
+    index: VecMap<TimerKey, u64>,
     next_id: u64,
 }
 
@@ -58,20 +59,7 @@ impl Timers {
 
     /// Forgets every handler timer of `conn`.
     pub(crate) fn remove_conn(&mut self, conn: ConnId) {
-        let lo = TimerKey {
-            conn: Some(conn),
-            slot: 0,
-            token: 0,
-        };
-        let hi = TimerKey {
-            conn: Some(conn),
-            slot: u16::MAX,
-            token: u64::MAX,
-        };
-        let keys: Vec<TimerKey> = self.index.range(lo..=hi).map(|(k, _)| *k).collect();
-        for k in keys {
-            self.index.remove(&k);
-        }
+        self.index.retain(|k, _| k.conn != Some(conn));
     }
 
     /// Forgets every timer of a behaviour slot and of its handlers.

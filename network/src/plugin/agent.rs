@@ -4,10 +4,11 @@
 use super::{ConnectionHandler, FromBehaviorOf, NetworkBehavior, ResponseOf, SendOptions};
 use crate::error::RpcError;
 use crate::types::{AppEvent, ConnectionInfo, RouteChange, RpcId};
+use crate::vecmap::VecMap;
 use crate::wire::Header;
 use crate::{Address, ConnId, Instant, NodeId, Rng, RouteRule, ServiceId};
 use std::any::Any;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -81,7 +82,7 @@ pub(crate) struct Env<'a> {
     pub(crate) services: &'a [ServiceId],
     pub(crate) addrs: &'a [Address],
     pub(crate) rng: &'a mut Rng,
-    pub(crate) conns: &'a BTreeMap<ConnId, ConnectionInfo>,
+    pub(crate) conns: &'a VecMap<ConnId, ConnectionInfo>,
     pub(crate) out: &'a mut VecDeque<CoreAction>,
 }
 

@@ -5,11 +5,12 @@ use super::agent::{BAction, BehaviorAgent, ConnectionAgent, CoreAction, Env, HAc
 use super::{connected, disconnected, ConnectionHandler, NetworkBehavior, RequestOf, SendOptions};
 use crate::error::{ConnectionRejectReason, OutgoingConnectionError, RpcError};
 use crate::types::{AppEvent, ConnectionInfo, DropReport, Incoming, RouteChange, RpcId};
+use crate::vecmap::VecMap;
 use crate::wire::{Frame, Header, HEADER_LEN};
 use crate::{ConnId, NodeId, RouteRule, ServiceId};
 use serde::Serialize;
 use std::any::Any;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// The core's view of one behaviour: type-erased, object-safe.
 pub(crate) trait ErasedBehavior: Send {
@@ -62,7 +63,7 @@ pub(crate) trait ErasedBehavior: Send {
 pub(crate) struct Slot<B: NetworkBehavior> {
     service: ServiceId,
     behavior: B,
-    handlers: BTreeMap<ConnId, B::Handler>,
+    handlers: VecMap<ConnId, B::Handler>,
     /// Actions in the order they were queued, behaviour's and handlers'.
     queue: VecDeque<Queued<B>>,
     /// Scratch for one handler callback; moved to `queue` after it.
@@ -80,7 +81,7 @@ impl<B: NetworkBehavior> Slot<B> {
         Slot {
             service: behavior.service_id(),
             behavior,
-            handlers: BTreeMap::new(),
+            handlers: VecMap::new(),
             queue: VecDeque::new(),
             hq: VecDeque::new(),
             input: u64::MAX,
@@ -322,7 +323,7 @@ impl<B: NetworkBehavior> Slot<B> {
 /// Calls the handler of `info.conn`, if there is one, and moves what it
 /// queued to the slot's queue, tagged with its connection.
 fn call_handler<H: ConnectionHandler, B: NetworkBehavior<Handler = H>>(
-    handlers: &mut BTreeMap<ConnId, H>,
+    handlers: &mut VecMap<ConnId, H>,
     hq: &mut VecDeque<HAction<H>>,
     queue: &mut VecDeque<Queued<B>>,
     env: &mut Env<'_>,

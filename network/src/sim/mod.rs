@@ -44,6 +44,7 @@ pub mod topology;
 pub use link::LinkConfig;
 pub use report::{SimEvent, SimReport, TraceEntry};
 
+use crate::vecmap::VecMap;
 use crate::{
     Address, ConnId, Instant, Network, NetworkBehavior, NodeId, OutgoingConnectionError, Output,
     RequestOf, ResponseOf, Rng, RouteRule, RpcError, RpcId, SendError, ServiceId,
@@ -53,8 +54,9 @@ use queue::EventQueue;
 use report::Fnv;
 use serde::Serialize;
 use std::any::Any;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -127,6 +129,26 @@ pub enum SimAction {
 }
 
 type Factory = Box<dyn FnMut(NodeId, u64) -> Network>;
+
+/// A hasher for node ids: one multiplication (Fibonacci hashing). Ids are
+/// spread already, or small integers in tests; either way this scatters
+/// them, and it has no random seed, so iteration orders replay.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 type RpcResult = Result<Box<dyn Any + Send>, RpcError>;
 
 /// The far end of one simulated connection.
@@ -143,11 +165,13 @@ struct Peer {
 }
 
 struct SimNode {
-    net: Option<Network>,
+    /// Boxed: the map of nodes stays compact, and only the node an event is
+    /// for has its core pulled into the cache.
+    net: Option<Box<Network>>,
     factory: Factory,
     incarnation: u32,
     wake: Option<Instant>,
-    conns: BTreeMap<ConnId, Peer>,
+    conns: VecMap<ConnId, Peer>,
 }
 
 /// Reliable frames held at a partition, for one receiving connection.
@@ -230,7 +254,12 @@ pub struct Sim {
     now: Instant,
     steps: u64,
     queue: EventQueue<Ev>,
-    nodes: BTreeMap<NodeId, SimNode>,
+    /// Looked up on every event: a hash map (by a fixed, seedless hash, so
+    /// runs replay) rather than a tree.
+    nodes: HashMap<NodeId, SimNode, BuildHasherDefault<IdHasher>>,
+    /// The node ids, ascending: every iteration over the nodes goes in
+    /// this order.
+    order: Vec<NodeId>,
     links: BTreeMap<(NodeId, NodeId), LinkConfig>,
     groups: Option<BTreeMap<NodeId, usize>>,
     /// Counts partitions and heals: idle checks of an earlier one lapse.
@@ -267,7 +296,8 @@ impl Sim {
             now: Instant::ZERO,
             steps: 0,
             queue: EventQueue::default(),
-            nodes: BTreeMap::new(),
+            nodes: HashMap::default(),
+            order: Vec::new(),
             links: BTreeMap::new(),
             groups: None,
             partition_epoch: 0,
@@ -295,6 +325,8 @@ impl Sim {
         factory: impl FnMut(NodeId, u64) -> Network + 'static,
     ) -> NodeId {
         assert!(!self.nodes.contains_key(&id), "node {id} added twice");
+        let at = self.order.partition_point(|n| *n < id);
+        self.order.insert(at, id);
         self.nodes.insert(
             id,
             SimNode {
@@ -302,7 +334,7 @@ impl Sim {
                 factory: Box::new(factory),
                 incarnation: 0,
                 wake: None,
-                conns: BTreeMap::new(),
+                conns: VecMap::new(),
             },
         );
         self.start(id);
@@ -321,12 +353,12 @@ impl Sim {
 
     /// The ids of all nodes, dead or alive.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.nodes.keys().copied()
+        self.order.iter().copied()
     }
 
     /// A live node's core.
     pub fn node(&self, id: NodeId) -> Option<&Network> {
-        self.nodes.get(&id).and_then(|n| n.net.as_ref())
+        self.nodes.get(&id).and_then(|n| n.net.as_deref())
     }
 
     /// Whether the node exists and is alive.
@@ -433,8 +465,9 @@ impl Sim {
         // nothing is sent on them (QUIC's keep-alives get no answer).
         let at = self.now + self.config.idle_timeout;
         let mut checks = Vec::new();
-        for (id, n) in &self.nodes {
-            for (conn, p) in &n.conns {
+        for id in &self.order {
+            let n = &self.nodes[id];
+            for (conn, p) in n.conns.iter() {
                 if *id < p.node && self.cut(*id, p.node) {
                     checks.push(Ev::IdleCheck {
                         node: *id,
@@ -613,7 +646,7 @@ impl Sim {
         );
         net.reseed(seed);
         net.set_local_addrs(vec![Address::Memory(id.0)]);
-        n.net = Some(net);
+        n.net = Some(Box::new(net));
         n.wake = None;
         n.conns.clear();
         self.drain(id);

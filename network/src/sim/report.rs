@@ -69,7 +69,8 @@ pub struct SimReport {
     pub trace_hash: u64,
 }
 
-/// FNV-1a, 64-bit: stable across Rust versions and platforms, unlike `DefaultHasher`.
+/// FNV-1a, 64-bit, word-wise: stable across Rust versions and platforms,
+/// unlike `DefaultHasher`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fnv(pub(crate) u64);
 
@@ -80,8 +81,17 @@ impl Default for Fnv {
 }
 
 impl Fnv {
+    /// FNV-1a over 8-byte words (the tail bytewise): the same mixing, an
+    /// eighth of the multiplications — every frame of a run goes through it.
     pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.0 ^= u64::from_le_bytes(a);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        for b in words.remainder() {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
