@@ -191,3 +191,466 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: usize) -> T {
     }
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
+
+/// A simulation with links of `latency` ± `jitter` and `loss`.
+pub fn sim(seed: u64, latency: Duration, jitter: Duration, loss: f64) -> Sim {
+    let mut sc = plexus_network::sim::SimConfig::new(seed);
+    sc.link = plexus_network::sim::LinkConfig::default()
+        .with_latency(latency)
+        .with_jitter(jitter)
+        .with_loss(loss);
+    Sim::with_config(sc)
+}
+
+/// What [`membership_scenario`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct MembershipReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Samples of the steady state (one a second).
+    pub samples: usize,
+    /// The most components any steady-state sample had.
+    pub max_components: usize,
+    /// Active view sizes at the end of the steady state: min, median, max.
+    pub view_min: usize,
+    /// Median view size.
+    pub view_median: usize,
+    /// Largest view.
+    pub view_max: usize,
+    /// The overlay's diameter (hops), sampled.
+    pub diameter: usize,
+    /// After half the nodes were killed at once: virtual time until the
+    /// survivors were one component again, with no dead neighbour in any
+    /// view (`None`: not within the deadline).
+    pub heal: Option<Duration>,
+    /// The deadline: two shuffle periods.
+    pub heal_deadline: Duration,
+    /// Views within bounds throughout.
+    pub bounded: bool,
+}
+
+/// `n` nodes join ten at a time, 100 a second, each through a random node
+/// that joined before it; a minute of steady state is sampled every
+/// second; then half are killed at once.
+pub fn membership_scenario(n: usize, seed: u64) -> MembershipReport {
+    let cfg = membership::Config::default();
+    let stack = Stack::new(cfg.clone());
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        0.0,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        10,
+        Duration::from_millis(100),
+        &stack,
+    );
+    sim.run_for(Duration::from_secs(30)).expect("step limit");
+    let mut r = MembershipReport {
+        nodes: n,
+        bounded: true,
+        heal_deadline: cfg.shuffle_interval * 2,
+        ..MembershipReport::default()
+    };
+    for _ in 0..60 {
+        sim.run_for(Duration::from_secs(1)).expect("step limit");
+        let v = views(&sim);
+        r.samples += 1;
+        r.max_components = r.max_components.max(components(&v).len());
+        r.bounded &= v.values().all(|s| s.len() <= cfg.active_size);
+    }
+    let v = views(&sim);
+    let mut sizes: Vec<usize> = v.values().map(|s| s.len()).collect();
+    sizes.sort_unstable();
+    r.view_min = sizes.first().copied().unwrap_or(0);
+    r.view_median = percentile(&sizes, 50);
+    r.view_max = sizes.last().copied().unwrap_or(0);
+    r.diameter = diameter(&v, 10);
+    rng.shuffle(&mut ids);
+    for id in &ids[..n / 2] {
+        sim.kill(*id);
+    }
+    let killed_at = sim.now();
+    while sim.now() - killed_at < r.heal_deadline {
+        sim.run_for(Duration::from_millis(100)).expect("step limit");
+        let v = views(&sim);
+        r.bounded &= v.values().all(|s| s.len() <= cfg.active_size);
+        let clean = v
+            .values()
+            .all(|s| !s.is_empty() && s.iter().all(|m| sim.is_alive(*m)));
+        if clean && components(&v).len() == 1 {
+            r.heal = Some(sim.now() - killed_at);
+            break;
+        }
+    }
+    r
+}
+
+/// What [`broadcast_scenario`] measured, over the messages sent after the
+/// tree formed.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Messages measured.
+    pub messages: usize,
+    /// Deliveries ÷ (messages × nodes alive).
+    pub delivery: f64,
+    /// Relative message redundancy.
+    pub rmr: f64,
+    /// Last delivery hop, the largest over the messages.
+    pub ldh: u16,
+    /// The overlay's diameter (hops), sampled.
+    pub diameter: usize,
+    /// Duplicates received per node per message: median over nodes.
+    pub dup_median: f64,
+    /// Duplicates per node per message: 99th percentile over nodes.
+    pub dup_p99: f64,
+    /// Delivery latency, median (virtual time).
+    pub latency_p50: Duration,
+    /// Delivery latency, 99th percentile.
+    pub latency_p99: Duration,
+    /// Bytes of broadcast frames sent per node, whole run.
+    pub bytes_per_node: u64,
+    /// With a tenth killed mid-stream: did every survivor deliver every
+    /// message? (`None` when not run.)
+    pub survivors_all_delivered: Option<bool>,
+}
+
+/// `n` nodes with membership and broadcast; warm-up broadcasts form the
+/// tree; then `messages` from random nodes, one every 100 ms, measured;
+/// then (if `kill`) twenty more with a tenth of the nodes killed after the
+/// fifth.
+pub fn broadcast_scenario(n: usize, seed: u64, messages: usize, kill: bool) -> BroadcastReport {
+    let stack =
+        Stack::new(membership::Config::default()).with_broadcast(broadcast::Config::default());
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        0.0,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        10,
+        Duration::from_millis(10),
+        &stack,
+    );
+    sim.run_for(Duration::from_secs(30)).expect("step limit");
+    let bcast = |sim: &mut Sim, from: NodeId, i: u64| -> Option<broadcast::MsgId> {
+        let payload = bytes::Bytes::from(i.to_be_bytes().to_vec());
+        match sim.rpc::<broadcast::Behaviour>(from, broadcast::Request::Broadcast(payload)) {
+            Ok(Some(broadcast::Response::Sent(id))) => Some(id),
+            _ => None,
+        }
+    };
+    for i in 0..10 {
+        let from = *rng.choose(&ids).expect("nodes");
+        bcast(&mut sim, from, i);
+        sim.run_for(Duration::from_millis(500)).expect("step limit");
+    }
+    sim.run_for(Duration::from_secs(5)).expect("step limit");
+    sim.take_events();
+    let tree_stats = |sim: &Sim| -> BTreeMap<NodeId, broadcast::TreeStats> {
+        ids.iter()
+            .filter_map(|id| {
+                let t = sim.node(*id)?.behavior::<broadcast::Behaviour>()?.tree()?;
+                Some((*id, t.stats()))
+            })
+            .collect()
+    };
+    let before = tree_stats(&sim);
+    let bytes0 = sim
+        .report()
+        .bytes_by_service
+        .get(&crate::services::BROADCAST)
+        .copied()
+        .unwrap_or(0);
+    let mut sent: BTreeMap<broadcast::MsgId, plexus_network::Instant> = BTreeMap::new();
+    for i in 0..messages {
+        let from = *rng.choose(&ids).expect("nodes");
+        let at = sim.now();
+        if let Some(id) = bcast(&mut sim, from, 100 + i as u64) {
+            sent.insert(id, at);
+        }
+        sim.run_for(Duration::from_millis(100)).expect("step limit");
+    }
+    sim.run_for(Duration::from_secs(10)).expect("step limit");
+    let after = tree_stats(&sim);
+    let mut r = BroadcastReport {
+        nodes: n,
+        messages: sent.len(),
+        diameter: diameter(&views(&sim), 10),
+        ..BroadcastReport::default()
+    };
+    let mut latencies = Vec::new();
+    let mut delivered = 0usize;
+    for e in sim.take_events() {
+        if let Ok(ev) = e.event.downcast::<broadcast::Event>() {
+            if let Some(t0) = sent.get(&ev.id) {
+                delivered += 1;
+                latencies.push(e.at - *t0);
+                r.ldh = r.ldh.max(ev.hops);
+            }
+        }
+    }
+    latencies.sort_unstable();
+    r.latency_p50 = percentile(&latencies, 50);
+    r.latency_p99 = percentile(&latencies, 99);
+    r.delivery = delivered as f64 / (sent.len() * n).max(1) as f64;
+    let copies: u64 = ids
+        .iter()
+        .map(|id| after[id].gossip_sent - before[id].gossip_sent)
+        .sum();
+    r.rmr = copies as f64 / (sent.len() as f64 * (n as f64 - 1.0)) - 1.0;
+    let mut dups: Vec<f64> = ids
+        .iter()
+        .map(|id| (after[id].duplicates - before[id].duplicates) as f64 / sent.len().max(1) as f64)
+        .collect();
+    dups.sort_by(f64::total_cmp);
+    r.dup_median = percentile(&dups, 50);
+    r.dup_p99 = percentile(&dups, 99);
+    let bytes1 = sim
+        .report()
+        .bytes_by_service
+        .get(&crate::services::BROADCAST)
+        .copied()
+        .unwrap_or(0);
+    r.bytes_per_node = (bytes1 - bytes0) / n as u64;
+    if kill {
+        rng.shuffle(&mut ids);
+        let (dead, alive) = ids.split_at(n / 10);
+        let mut stream = Vec::new();
+        for i in 0..20u64 {
+            let from = alive[rng.below(alive.len() as u64) as usize];
+            stream.extend(bcast(&mut sim, from, 10_000 + i));
+            if i == 4 {
+                for d in dead {
+                    sim.kill(*d);
+                }
+            }
+            sim.run_for(Duration::from_millis(20)).expect("step limit");
+        }
+        sim.run_for(Duration::from_secs(30)).expect("step limit");
+        let mut got: BTreeSet<(NodeId, broadcast::MsgId)> = BTreeSet::new();
+        for e in sim.take_events() {
+            let node = e.node;
+            if let Ok(ev) = e.event.downcast::<broadcast::Event>() {
+                got.insert((node, ev.id));
+            }
+        }
+        r.survivors_all_delivered = Some(
+            alive
+                .iter()
+                .all(|a| stream.iter().all(|m| got.contains(&(*a, *m)))),
+        );
+    }
+    r
+}
+
+/// What [`pubsub_scenario`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct PubsubReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// Publications.
+    pub publications: usize,
+    /// Deliveries owed: each publication to each subscriber of its topic
+    /// that was up throughout.
+    pub expected: usize,
+    /// Of those, delivered exactly once.
+    pub exactly_once: usize,
+    /// Deliveries beyond the first.
+    pub duplicates: usize,
+    /// Delivery latency, median.
+    pub latency_p50: Duration,
+    /// Delivery latency, 99th percentile.
+    pub latency_p99: Duration,
+    /// Nodes that carried any publication (a tree member at some time).
+    pub carriers: usize,
+}
+
+/// `n` nodes, `topics` topics with `per_topic` subscribers each,
+/// `publications` from random nodes (one every 50 ms) over links with
+/// `loss`; with `churn`, that fraction of the other nodes is killed and
+/// restarted in waves during the publications.
+pub fn pubsub_scenario(
+    n: usize,
+    seed: u64,
+    topics: usize,
+    per_topic: usize,
+    publications: usize,
+    loss: f64,
+    churn: f64,
+) -> PubsubReport {
+    let stack = Stack::new(membership::Config::default()).with_pubsub(pubsub::Config::default());
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        loss,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        10,
+        Duration::from_millis(10),
+        &stack,
+    );
+    sim.run_for(Duration::from_secs(20)).expect("step limit");
+    let mut pool = ids.clone();
+    rng.shuffle(&mut pool);
+    let mut subscribers: BTreeMap<pubsub::Topic, Vec<NodeId>> = BTreeMap::new();
+    for t in 0..topics {
+        let topic = pubsub::Topic::new(&format!("topic-{t}"));
+        let subs: Vec<NodeId> = pool.drain(..per_topic.min(pool.len())).collect();
+        for s in &subs {
+            let _ = sim.rpc::<pubsub::Behaviour>(*s, pubsub::Request::Subscribe(topic));
+        }
+        subscribers.insert(topic, subs);
+    }
+    sim.run_for(Duration::from_secs(5)).expect("step limit");
+    sim.take_events();
+    let churners: Vec<NodeId> = pool
+        .iter()
+        .copied()
+        .take((churn * n as f64).round() as usize)
+        .collect();
+    let wave = churners.len().div_ceil(2);
+    let topic_list: Vec<pubsub::Topic> = subscribers.keys().copied().collect();
+    let mut sent: Vec<(broadcast::MsgId, pubsub::Topic, plexus_network::Instant)> = Vec::new();
+    for i in 0..publications {
+        if !churners.is_empty() {
+            // Kill one half, later bring everyone back, alternating halves.
+            let phase = i % 40;
+            if phase == 5 {
+                let half = (i / 40) % 2;
+                for c in churners.iter().skip(half * wave).take(wave) {
+                    sim.kill(*c);
+                }
+            } else if phase == 25 {
+                for c in &churners {
+                    sim.restart(*c);
+                }
+            }
+        }
+        let topic = *rng.choose(&topic_list).expect("topics");
+        let alive: Vec<NodeId> = ids.iter().copied().filter(|x| sim.is_alive(*x)).collect();
+        let from = *rng.choose(&alive).expect("live nodes");
+        let at = sim.now();
+        let payload = bytes::Bytes::from((i as u64).to_be_bytes().to_vec());
+        if let Ok(Some(pubsub::Response::Published(id))) =
+            sim.rpc::<pubsub::Behaviour>(from, pubsub::Request::Publish(topic, payload))
+        {
+            sent.push((id, topic, at));
+        }
+        sim.run_for(Duration::from_millis(50)).expect("step limit");
+    }
+    for c in &churners {
+        sim.restart(*c);
+    }
+    sim.run_for(Duration::from_secs(30)).expect("step limit");
+    let mut got: BTreeMap<(NodeId, broadcast::MsgId), (u32, plexus_network::Instant)> =
+        BTreeMap::new();
+    for e in sim.take_events() {
+        let node = e.node;
+        if let Ok(ev) = e.event.downcast::<pubsub::Event>() {
+            let entry = got.entry((node, ev.id)).or_insert((0, e.at));
+            entry.0 += 1;
+        }
+    }
+    let mut r = PubsubReport {
+        nodes: n,
+        subscriptions: subscribers.values().map(Vec::len).sum(),
+        publications: sent.len(),
+        ..PubsubReport::default()
+    };
+    let mut latencies = Vec::new();
+    for (id, topic, at) in &sent {
+        for sub in &subscribers[topic] {
+            r.expected += 1;
+            if let Some((copies, when)) = got.get(&(*sub, *id)) {
+                if *copies == 1 {
+                    r.exactly_once += 1;
+                }
+                r.duplicates += (*copies as usize).saturating_sub(1);
+                latencies.push(*when - *at);
+            }
+        }
+    }
+    latencies.sort_unstable();
+    r.latency_p50 = percentile(&latencies, 50);
+    r.latency_p99 = percentile(&latencies, 99);
+    r.carriers = ids
+        .iter()
+        .filter(|id| {
+            sim.node(**id)
+                .and_then(|n| n.behavior::<pubsub::Behaviour>())
+                .is_some_and(|b| b.stats().trees.gossip_sent > 0)
+        })
+        .count();
+    r
+}
+
+/// `n` nodes joining one at a time in random order and timing (pauses up
+/// to 2 s); then every node broadcasts once. Whether they all joined one
+/// overlay and every node delivered every message.
+pub fn swarm_scenario(n: usize, seed: u64) -> bool {
+    let stack =
+        Stack::new(membership::Config::default()).with_broadcast(broadcast::Config::default());
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        0.0,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let pause = Duration::from_millis(rng.below(2000));
+        grow(&mut sim, &mut rng, &mut ids, 1, 1, pause, &stack);
+    }
+    sim.run_for(Duration::from_secs(20)).expect("step limit");
+    sim.take_events();
+    let joined = components(&views(&sim)).len() == 1;
+    let mut sent = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let payload = bytes::Bytes::from(vec![i as u8]);
+        if let Ok(Some(broadcast::Response::Sent(m))) =
+            sim.rpc::<broadcast::Behaviour>(*id, broadcast::Request::Broadcast(payload))
+        {
+            sent.push(m);
+        }
+    }
+    sim.run_for(Duration::from_secs(5)).expect("step limit");
+    let mut got = BTreeSet::new();
+    for e in sim.take_events() {
+        let node = e.node;
+        if let Ok(ev) = e.event.downcast::<broadcast::Event>() {
+            got.insert((node, ev.id));
+        }
+    }
+    joined
+        && sent.len() == n
+        && ids
+            .iter()
+            .all(|a| sent.iter().all(|m| got.contains(&(*a, *m))))
+}

@@ -7,6 +7,10 @@
 //! cargo run --release -p plexus-bench -- bulk   --transport quic --mib 256
 //! cargo run --release -p plexus-bench -- dv --nodes 1000 --degree 6
 //! cargo run --release -p plexus-bench -- sim --nodes 10000 --degree 8 --seconds 30
+//! cargo run --release -p plexus-bench -- membership --nodes 10000
+//! cargo run --release -p plexus-bench -- broadcast --nodes 10000
+//! cargo run --release -p plexus-bench -- pubsub-sim --nodes 500
+//! cargo run --release -p plexus-bench -- swarms
 //! ```
 //!
 //! `rtt`, `stream` and `bulk` run plexus between two nodes in this process,
@@ -15,6 +19,7 @@
 //! uses, and plain TCP as the loopback ceiling), and print each plexus
 //! figure next to its baseline with their ratio.
 
+mod overlay;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -91,6 +96,60 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Membership (HyParView) on the simulator: connectivity in steady
+    /// state, view sizes, healing after half the nodes die at once.
+    Membership {
+        /// Nodes.
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Broadcast (Plumtree) over membership on the simulator: delivery,
+    /// RMR, LDH, duplicates, latency; then a tenth killed mid-stream.
+    Broadcast {
+        /// Nodes.
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Messages measured (one every 100 ms, from random nodes).
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Pubsub over membership on the simulator, with loss and churn.
+    PubsubSim {
+        /// Nodes.
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// Topics.
+        #[arg(long, default_value_t = 10)]
+        topics: usize,
+        /// Subscribers per topic.
+        #[arg(long, default_value_t = 10)]
+        per_topic: usize,
+        /// Publications (one every 50 ms, from random nodes).
+        #[arg(long, default_value_t = 1000)]
+        publications: usize,
+        /// Loss on every link.
+        #[arg(long, default_value_t = 0.05)]
+        loss: f64,
+        /// Fraction of nodes killed and restarted in waves.
+        #[arg(long, default_value_t = 0.05)]
+        churn: f64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// 2, 3, 5 and 10 nodes joining one at a time in random order and
+    /// timing: all join, all deliver a broadcast from each.
+    Swarms {
+        /// Seeds per size.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+    },
     /// Ping on every link of a random graph on the simulator: simulated
     /// node-rounds (100 ms of one node's life) per second of wall time,
     /// measured after the first simulated second (connection setup), and
@@ -112,7 +171,7 @@ enum Workload {
 }
 
 /// (current, peak) resident set size in bytes, from /proc (0 elsewhere).
-fn rss() -> (u64, u64) {
+pub(crate) fn rss() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -377,5 +436,21 @@ fn main() {
             seconds,
             seed,
         } => sim_workload(nodes, degree, seconds, seed),
+        Workload::Membership { nodes, seed } => overlay::membership(nodes, seed),
+        Workload::Broadcast {
+            nodes,
+            messages,
+            seed,
+        } => overlay::broadcast(nodes, seed, messages),
+        Workload::PubsubSim {
+            nodes,
+            topics,
+            per_topic,
+            publications,
+            loss,
+            churn,
+            seed,
+        } => overlay::pubsub(nodes, seed, topics, per_topic, publications, loss, churn),
+        Workload::Swarms { seeds } => overlay::swarms(seeds),
     }
 }

@@ -13,6 +13,9 @@ use std::time::Duration;
 const SHUFFLE: u64 = 0;
 const HOUSEKEEP: u64 = 1;
 
+/// Contacts remembered.
+const MAX_CONTACTS: usize = 8;
+
 type Agent<'a> = BehaviorAgent<'a, Behaviour>;
 
 /// A `Neighbor` request of ours in flight.
@@ -45,6 +48,10 @@ pub struct Behaviour {
     housekeeping: bool,
     /// Lost neighbours still to replace.
     repair: usize,
+    /// The peers this node joined through, with their addresses (at most
+    /// [`MAX_CONTACTS`]): kept apart from the passive view, which shuffles
+    /// refresh from the node's own neighbourhood.
+    contacts: BTreeMap<NodeId, Vec<Address>>,
     stats: Stats,
 }
 
@@ -62,6 +69,7 @@ impl Behaviour {
             offered: BTreeSet::new(),
             housekeeping: false,
             repair: 0,
+            contacts: BTreeMap::new(),
             stats: Stats::default(),
         }
     }
@@ -293,7 +301,9 @@ impl Behaviour {
             let Some(node) = Self::pick(agent, &candidates) else {
                 return;
             };
-            let priority = if self.active.is_empty() && self.asking.is_empty() {
+            // A node with at most one neighbour hangs by a thread: it asks
+            // with high priority, so it gets a second link at once.
+            let priority = if self.active.len() <= 1 {
                 Priority::High
             } else {
                 Priority::Low
@@ -305,18 +315,57 @@ impl Behaviour {
     }
 
     /// Asks a random passive peer to replace one of our neighbours.
+    /// Asks a random passive peer or contact to replace one of our
+    /// neighbours. Contacts (the peers this node joined through) are there
+    /// because a group of nodes whose views and passive views filled up
+    /// among themselves knows nobody outside; its contacts mostly are.
     fn rewire(&mut self, agent: &mut Agent<'_>) {
         let now = agent.now();
         let candidates: Vec<NodeId> = self
             .passive
             .keys()
+            .chain(self.contacts.keys())
             .copied()
-            .filter(|n| self.refused.get(n).is_none_or(|t| *t <= now))
+            .filter(|n| {
+                !self.active.contains_key(n) && self.refused.get(n).is_none_or(|t| *t <= now)
+            })
             .collect();
         if let Some(node) = Self::pick(agent, &candidates) {
-            let addrs = self.passive.get(&node).cloned().unwrap_or_default();
+            let addrs = self
+                .passive
+                .get(&node)
+                .or_else(|| self.contacts.get(&node))
+                .cloned()
+                .unwrap_or_default();
             self.stats.rewirings += 1;
             self.ask(agent, node, addrs, Priority::Swap);
+        }
+    }
+
+    /// A node with fewer than two neighbours joins again through one of
+    /// its contacts: the join walk gives it fresh random neighbours from
+    /// the main overlay (and pulls an island it may be part of back in).
+    fn rejoin(&mut self, agent: &mut Agent<'_>) {
+        let candidates: Vec<NodeId> = self
+            .contacts
+            .keys()
+            .copied()
+            .filter(|n| !self.active.contains_key(n))
+            .collect();
+        let Some(node) = Self::pick(agent, &candidates) else {
+            return;
+        };
+        self.stats.rejoins += 1;
+        if self.conn(node).is_some() {
+            let msg = Message::Join {
+                addrs: Self::my_addrs(agent),
+            };
+            self.send(agent, node, msg);
+            let addrs = self.contacts.get(&node).cloned().unwrap_or_default();
+            self.add_active(agent, node, addrs);
+        } else if let Some(addr) = self.contacts.get(&node).and_then(|a| a.first()) {
+            // On connection it is a contact again: `on_connected` joins.
+            agent.connect(node, *addr);
         }
     }
 
@@ -599,7 +648,10 @@ impl NetworkBehavior for Behaviour {
                 addrs: Self::my_addrs(agent),
             };
             self.send(agent, node, msg);
-            let addrs = info.addr.into_iter().collect();
+            let addrs: Vec<Address> = info.addr.into_iter().collect();
+            if self.contacts.len() < MAX_CONTACTS && !addrs.is_empty() {
+                self.contacts.insert(node, addrs.clone());
+            }
             self.add_active(agent, node, addrs);
         }
         None
@@ -691,6 +743,9 @@ impl NetworkBehavior for Behaviour {
                 // Below the target: promote one more each round. Full:
                 // sometimes rewire, so the overlay keeps mixing.
                 let want = self.active.len() + self.asking.len() + 1;
+                if self.active.len() < 2 {
+                    self.rejoin(agent);
+                }
                 if want <= self.config.active_size {
                     if self.asking.is_empty() {
                         self.fill_up_to(agent, want);

@@ -37,7 +37,9 @@
 //!   passive peers on a random walk of `arwl` hops; the node where it ends
 //!   answers with as many passive peers, back along the walk. Both merge
 //!   what they got into their passive views, evicting first what they sent.
-//!   Below its target, a node also promotes one passive peer each round;
+//!   Below its target, a node also promotes one passive peer each round
+//!   (with high priority while it has at most one neighbour), and a node
+//!   with at most one neighbour joins again through one of its contacts;
 //!   at its target, with probability `rewire` it replaces a random
 //!   neighbour with a random passive peer (a `Swap` request), so the
 //!   overlay keeps mixing and no group whose views filled up among
@@ -208,6 +210,8 @@ pub struct Stats {
     pub shuffle_replies: u64,
     /// Rewiring requests sent (full view, replacing a neighbour).
     pub rewirings: u64,
+    /// Joins again through a contact, by a node left with one neighbour.
+    pub rejoins: u64,
     /// Active neighbours lost without a `Disconnect`.
     pub failures: u64,
 }

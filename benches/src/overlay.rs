@@ -1,0 +1,112 @@
+//! Membership, broadcast and pubsub on the simulator: the scenarios of
+//! `plexus_behaviours::sim_support`, timed, with their reports printed as
+//! one `key=value` line each.
+
+use plexus::behaviours::sim_support;
+use std::time::{Duration, Instant};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Peak resident memory, MiB.
+fn peak_mib() -> u64 {
+    crate::rss().1 >> 20
+}
+
+#[allow(clippy::disallowed_methods)] // wall time is what a benchmark reports
+fn wall() -> Instant {
+    Instant::now()
+}
+
+pub(crate) fn membership(nodes: usize, seed: u64) {
+    let t = wall();
+    let r = sim_support::membership_scenario(nodes, seed);
+    println!(
+        "workload=membership nodes={} steady_samples={} max_components={} views_min={} views_median={} \
+         views_max={} diameter={} killed=50% healed_after_s={} heal_deadline_s={:.0} views_bounded={} \
+         wall_s={:.1} peak_rss_mib={}",
+        r.nodes,
+        r.samples,
+        r.max_components,
+        r.view_min,
+        r.view_median,
+        r.view_max,
+        r.diameter,
+        r.heal.map_or("never".into(), |d| format!("{:.1}", d.as_secs_f64())),
+        r.heal_deadline.as_secs_f64(),
+        r.bounded,
+        t.elapsed().as_secs_f64(),
+        peak_mib()
+    );
+}
+
+pub(crate) fn broadcast(nodes: usize, seed: u64, messages: usize) {
+    let t = wall();
+    let r = sim_support::broadcast_scenario(nodes, seed, messages, true);
+    println!(
+        "workload=broadcast nodes={} messages={} delivery={:.4} rmr={:.3} ldh={} diameter={} \
+         dup_per_node_msg_median={:.2} dup_p99={:.2} latency_p50_ms={:.0} latency_p99_ms={:.0} \
+         bytes_per_node={} tenth_killed_survivors_all_delivered={} wall_s={:.1} peak_rss_mib={}",
+        r.nodes,
+        r.messages,
+        r.delivery,
+        r.rmr,
+        r.ldh,
+        r.diameter,
+        r.dup_median,
+        r.dup_p99,
+        ms(r.latency_p50),
+        ms(r.latency_p99),
+        r.bytes_per_node,
+        r.survivors_all_delivered.unwrap_or(false),
+        t.elapsed().as_secs_f64(),
+        peak_mib()
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pubsub(
+    nodes: usize,
+    seed: u64,
+    topics: usize,
+    per_topic: usize,
+    publications: usize,
+    loss: f64,
+    churn: f64,
+) {
+    let t = wall();
+    let r = sim_support::pubsub_scenario(nodes, seed, topics, per_topic, publications, loss, churn);
+    println!(
+        "workload=pubsub-sim nodes={} topics={topics} subscriptions={} publications={} loss={loss} churn={churn} \
+         owed={} exactly_once={} duplicates={} latency_p50_ms={:.0} latency_p99_ms={:.0} carriers={} \
+         wall_s={:.1} peak_rss_mib={}",
+        r.nodes,
+        r.subscriptions,
+        r.publications,
+        r.expected,
+        r.exactly_once,
+        r.duplicates,
+        ms(r.latency_p50),
+        ms(r.latency_p99),
+        r.carriers,
+        t.elapsed().as_secs_f64(),
+        peak_mib()
+    );
+}
+
+pub(crate) fn swarms(seeds: u64) {
+    let t = wall();
+    let mut parts = Vec::new();
+    for n in [2, 3, 5, 10] {
+        let ok = (0..seeds)
+            .filter(|s| sim_support::swarm_scenario(n, *s))
+            .count();
+        parts.push(format!("n{n}_ok={ok}/{seeds}"));
+    }
+    println!(
+        "workload=swarms {} wall_s={:.1}",
+        parts.join(" "),
+        t.elapsed().as_secs_f64()
+    );
+}
