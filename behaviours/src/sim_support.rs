@@ -293,22 +293,20 @@ pub fn membership_scenario(n: usize, seed: u64) -> MembershipReport {
     r
 }
 
-/// What [`broadcast_scenario`] measured, over the messages sent after the
-/// tree formed.
+/// Figures of one phase of [`broadcast_scenario`].
 #[derive(Debug, Clone, Default)]
-pub struct BroadcastReport {
-    /// Nodes.
-    pub nodes: usize,
+pub struct BroadcastPhase {
     /// Messages measured.
     pub messages: usize,
-    /// Deliveries ÷ (messages × nodes alive).
+    /// Deliveries ÷ (messages × nodes).
     pub delivery: f64,
-    /// Relative message redundancy.
+    /// Relative message redundancy: whole copies sent ÷ (nodes − 1) − 1,
+    /// per message.
     pub rmr: f64,
-    /// Last delivery hop, the largest over the messages.
+    /// Last delivery hop: the largest over the messages.
     pub ldh: u16,
-    /// The overlay's diameter (hops), sampled.
-    pub diameter: usize,
+    /// Last delivery hop, mean over the messages.
+    pub ldh_mean: f64,
     /// Duplicates received per node per message: median over nodes.
     pub dup_median: f64,
     /// Duplicates per node per message: 99th percentile over nodes.
@@ -317,18 +315,133 @@ pub struct BroadcastReport {
     pub latency_p50: Duration,
     /// Delivery latency, 99th percentile.
     pub latency_p99: Duration,
-    /// Bytes of broadcast frames sent per node, whole run.
-    pub bytes_per_node: u64,
+    /// Bytes of broadcast frames (whole copies, ids, grafts, prunes) sent
+    /// per node per message.
+    pub bytes_per_node_msg: f64,
+}
+
+/// What [`broadcast_scenario`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// The overlay's diameter (hops), sampled.
+    pub diameter: usize,
+    /// Nodes that send in the warm phase.
+    pub senders: usize,
+    /// Messages from senders whose trees have formed (each sent
+    /// [`WARM_UP`] before): the steady state.
+    pub warm: BroadcastPhase,
+    /// Each node's first message: it travels the shared tree.
+    pub cold: BroadcastPhase,
     /// With a tenth killed mid-stream: did every survivor deliver every
     /// message? (`None` when not run.)
     pub survivors_all_delivered: Option<bool>,
 }
 
-/// `n` nodes with membership and broadcast; warm-up broadcasts form the
-/// tree; then `messages` from random nodes, one every 100 ms, measured;
-/// then (if `kill`) twenty more with a tenth of the nodes killed after the
-/// fifth.
-pub fn broadcast_scenario(n: usize, seed: u64, messages: usize, kill: bool) -> BroadcastReport {
+fn broadcast_bytes(sim: &Sim) -> u64 {
+    sim.report()
+        .bytes_by_service
+        .get(&crate::services::BROADCAST)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn send_broadcast(sim: &mut Sim, from: NodeId, i: u64) -> Option<broadcast::MsgId> {
+    let payload = bytes::Bytes::from(i.to_be_bytes().to_vec());
+    match sim.rpc::<broadcast::Behaviour>(from, broadcast::Request::Broadcast(payload)) {
+        Ok(Some(broadcast::Response::Sent(id))) => Some(id),
+        _ => None,
+    }
+}
+
+/// Sends one message from each of `from`, `gap` apart, lets them settle
+/// and measures them.
+fn broadcast_phase(
+    sim: &mut Sim,
+    ids: &[NodeId],
+    from: &[NodeId],
+    gap: Duration,
+) -> BroadcastPhase {
+    let tree_stats = |sim: &Sim| -> BTreeMap<NodeId, broadcast::TreeStats> {
+        ids.iter()
+            .filter_map(|id| {
+                let t = sim.node(*id)?.behavior::<broadcast::Behaviour>()?.tree()?;
+                Some((*id, t.stats()))
+            })
+            .collect()
+    };
+    sim.take_events();
+    let before = tree_stats(sim);
+    let bytes0 = broadcast_bytes(sim);
+    let mut sent: BTreeMap<broadcast::MsgId, plexus_network::Instant> = BTreeMap::new();
+    for (i, node) in from.iter().enumerate() {
+        let at = sim.now();
+        if let Some(id) = send_broadcast(sim, *node, 1_000_000 + i as u64) {
+            sent.insert(id, at);
+        }
+        sim.run_for(gap).expect("step limit");
+    }
+    sim.run_for(Duration::from_secs(10)).expect("step limit");
+    let after = tree_stats(sim);
+    let n = ids.len();
+    let m = sent.len().max(1) as f64;
+    let mut latencies = Vec::new();
+    let mut ldh: BTreeMap<broadcast::MsgId, u16> = BTreeMap::new();
+    let mut delivered = 0usize;
+    for e in sim.take_events() {
+        if let Ok(ev) = e.event.downcast::<broadcast::Event>() {
+            if let Some(t0) = sent.get(&ev.id) {
+                delivered += 1;
+                latencies.push(e.at - *t0);
+                let h = ldh.entry(ev.id).or_default();
+                *h = (*h).max(ev.hops);
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let copies: u64 = ids
+        .iter()
+        .map(|id| after[id].gossip_sent - before[id].gossip_sent)
+        .sum();
+    let mut dups: Vec<f64> = ids
+        .iter()
+        .map(|id| (after[id].duplicates - before[id].duplicates) as f64 / m)
+        .collect();
+    dups.sort_by(f64::total_cmp);
+    BroadcastPhase {
+        messages: sent.len(),
+        delivery: delivered as f64 / (sent.len() * n).max(1) as f64,
+        rmr: copies as f64 / (m * (n as f64 - 1.0)) - 1.0,
+        ldh: ldh.values().copied().max().unwrap_or(0),
+        ldh_mean: ldh.values().map(|h| f64::from(*h)).sum::<f64>() / m,
+        dup_median: percentile(&dups, 50),
+        dup_p99: percentile(&dups, 99),
+        latency_p50: percentile(&latencies, 50),
+        latency_p99: percentile(&latencies, 99),
+        bytes_per_node_msg: (broadcast_bytes(sim) - bytes0) as f64 / (n as f64 * m),
+    }
+}
+
+/// Messages each warm sender sends before it is measured: an origin's
+/// tree starts as the shared tree and moves to shortest paths by about a
+/// level per message (measured: the fifth is at the origin's eccentricity
+/// or one hop more).
+pub const WARM_UP: u64 = 5;
+
+/// `n` nodes with membership and broadcast, links of 10–30 ms. `senders`
+/// random nodes each broadcast [`WARM_UP`] times (their trees form), then `messages`
+/// from random senders, one every 100 ms, are measured (the warm phase);
+/// then one message from each of 20 nodes that never sent (the cold
+/// phase); then (if `kill`) twenty more with a tenth of the nodes killed
+/// after the fifth.
+pub fn broadcast_scenario(
+    n: usize,
+    seed: u64,
+    senders: usize,
+    messages: usize,
+    kill: bool,
+) -> BroadcastReport {
     let stack =
         Stack::new(membership::Config::default()).with_broadcast(broadcast::Config::default());
     let mut sim = sim(
@@ -349,93 +462,38 @@ pub fn broadcast_scenario(n: usize, seed: u64, messages: usize, kill: bool) -> B
         &stack,
     );
     sim.run_for(Duration::from_secs(30)).expect("step limit");
-    let bcast = |sim: &mut Sim, from: NodeId, i: u64| -> Option<broadcast::MsgId> {
-        let payload = bytes::Bytes::from(i.to_be_bytes().to_vec());
-        match sim.rpc::<broadcast::Behaviour>(from, broadcast::Request::Broadcast(payload)) {
-            Ok(Some(broadcast::Response::Sent(id))) => Some(id),
-            _ => None,
+    let mut order = ids.clone();
+    rng.shuffle(&mut order);
+    let senders = senders.clamp(1, n);
+    let (warm_senders, others) = order.split_at(senders);
+    for round in 0..WARM_UP {
+        for s in warm_senders {
+            send_broadcast(&mut sim, *s, round);
+            sim.run_for(Duration::from_millis(100)).expect("step limit");
         }
-    };
-    for i in 0..10 {
-        let from = *rng.choose(&ids).expect("nodes");
-        bcast(&mut sim, from, i);
-        sim.run_for(Duration::from_millis(500)).expect("step limit");
     }
     sim.run_for(Duration::from_secs(5)).expect("step limit");
-    sim.take_events();
-    let tree_stats = |sim: &Sim| -> BTreeMap<NodeId, broadcast::TreeStats> {
-        ids.iter()
-            .filter_map(|id| {
-                let t = sim.node(*id)?.behavior::<broadcast::Behaviour>()?.tree()?;
-                Some((*id, t.stats()))
-            })
-            .collect()
-    };
-    let before = tree_stats(&sim);
-    let bytes0 = sim
-        .report()
-        .bytes_by_service
-        .get(&crate::services::BROADCAST)
-        .copied()
-        .unwrap_or(0);
-    let mut sent: BTreeMap<broadcast::MsgId, plexus_network::Instant> = BTreeMap::new();
-    for i in 0..messages {
-        let from = *rng.choose(&ids).expect("nodes");
-        let at = sim.now();
-        if let Some(id) = bcast(&mut sim, from, 100 + i as u64) {
-            sent.insert(id, at);
-        }
-        sim.run_for(Duration::from_millis(100)).expect("step limit");
-    }
-    sim.run_for(Duration::from_secs(10)).expect("step limit");
-    let after = tree_stats(&sim);
+    let from: Vec<NodeId> = (0..messages)
+        .map(|_| *rng.choose(warm_senders).expect("senders"))
+        .collect();
+    let warm = broadcast_phase(&mut sim, &ids, &from, Duration::from_millis(100));
+    let cold_from: Vec<NodeId> = others.iter().take(20).copied().collect();
+    let cold = broadcast_phase(&mut sim, &ids, &cold_from, Duration::from_millis(100));
     let mut r = BroadcastReport {
         nodes: n,
-        messages: sent.len(),
         diameter: diameter(&views(&sim), 10),
-        ..BroadcastReport::default()
+        senders,
+        warm,
+        cold,
+        survivors_all_delivered: None,
     };
-    let mut latencies = Vec::new();
-    let mut delivered = 0usize;
-    for e in sim.take_events() {
-        if let Ok(ev) = e.event.downcast::<broadcast::Event>() {
-            if let Some(t0) = sent.get(&ev.id) {
-                delivered += 1;
-                latencies.push(e.at - *t0);
-                r.ldh = r.ldh.max(ev.hops);
-            }
-        }
-    }
-    latencies.sort_unstable();
-    r.latency_p50 = percentile(&latencies, 50);
-    r.latency_p99 = percentile(&latencies, 99);
-    r.delivery = delivered as f64 / (sent.len() * n).max(1) as f64;
-    let copies: u64 = ids
-        .iter()
-        .map(|id| after[id].gossip_sent - before[id].gossip_sent)
-        .sum();
-    r.rmr = copies as f64 / (sent.len() as f64 * (n as f64 - 1.0)) - 1.0;
-    let mut dups: Vec<f64> = ids
-        .iter()
-        .map(|id| (after[id].duplicates - before[id].duplicates) as f64 / sent.len().max(1) as f64)
-        .collect();
-    dups.sort_by(f64::total_cmp);
-    r.dup_median = percentile(&dups, 50);
-    r.dup_p99 = percentile(&dups, 99);
-    let bytes1 = sim
-        .report()
-        .bytes_by_service
-        .get(&crate::services::BROADCAST)
-        .copied()
-        .unwrap_or(0);
-    r.bytes_per_node = (bytes1 - bytes0) / n as u64;
     if kill {
         rng.shuffle(&mut ids);
         let (dead, alive) = ids.split_at(n / 10);
         let mut stream = Vec::new();
         for i in 0..20u64 {
             let from = alive[rng.below(alive.len() as u64) as usize];
-            stream.extend(bcast(&mut sim, from, 10_000 + i));
+            stream.extend(send_broadcast(&mut sim, from, 10_000 + i));
             if i == 4 {
                 for d in dead {
                     sim.kill(*d);

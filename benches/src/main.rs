@@ -107,13 +107,19 @@ enum Workload {
         seed: u64,
     },
     /// Broadcast (Plumtree) over membership on the simulator: delivery,
-    /// RMR, LDH, duplicates, latency; then a tenth killed mid-stream.
+    /// RMR, LDH, duplicates, latency of senders whose trees formed (warm)
+    /// and of first messages (cold); then a tenth killed mid-stream.
     Broadcast {
         /// Nodes.
         #[arg(long, default_value_t = 10_000)]
         nodes: usize,
-        /// Messages measured (one every 100 ms, from random nodes).
-        #[arg(long, default_value_t = 50)]
+        /// Nodes that send in the warm phase (each twice before it is
+        /// measured, so its tree has formed).
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages measured in the warm phase (one every 100 ms, from
+        /// random senders).
+        #[arg(long, default_value_t = 100)]
         messages: usize,
         /// Scenario seed.
         #[arg(long, default_value_t = 1)]
@@ -439,9 +445,10 @@ fn main() {
         Workload::Membership { nodes, seed } => overlay::membership(nodes, seed),
         Workload::Broadcast {
             nodes,
+            senders,
             messages,
             seed,
-        } => overlay::broadcast(nodes, seed, messages),
+        } => overlay::broadcast(nodes, seed, senders, messages),
         Workload::PubsubSim {
             nodes,
             topics,

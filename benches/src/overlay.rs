@@ -41,24 +41,34 @@ pub(crate) fn membership(nodes: usize, seed: u64) {
     );
 }
 
-pub(crate) fn broadcast(nodes: usize, seed: u64, messages: usize) {
+pub(crate) fn broadcast(nodes: usize, seed: u64, senders: usize, messages: usize) {
     let t = wall();
-    let r = sim_support::broadcast_scenario(nodes, seed, messages, true);
+    let r = sim_support::broadcast_scenario(nodes, seed, senders, messages, true);
+    let phase = |name: &str, p: &sim_support::BroadcastPhase| {
+        format!(
+            "{name}_messages={} {name}_delivery={:.4} {name}_rmr={:.3} {name}_ldh={} {name}_ldh_mean={:.1} \
+             {name}_dup_median={:.2} {name}_dup_p99={:.2} {name}_latency_p50_ms={:.0} \
+             {name}_latency_p99_ms={:.0} {name}_bytes_per_node_msg={:.0}",
+            p.messages,
+            p.delivery,
+            p.rmr,
+            p.ldh,
+            p.ldh_mean,
+            p.dup_median,
+            p.dup_p99,
+            ms(p.latency_p50),
+            ms(p.latency_p99),
+            p.bytes_per_node_msg,
+        )
+    };
     println!(
-        "workload=broadcast nodes={} messages={} delivery={:.4} rmr={:.3} ldh={} diameter={} \
-         dup_per_node_msg_median={:.2} dup_p99={:.2} latency_p50_ms={:.0} latency_p99_ms={:.0} \
-         bytes_per_node={} tenth_killed_survivors_all_delivered={} wall_s={:.1} peak_rss_mib={}",
+        "workload=broadcast nodes={} diameter={} senders={} {} {} tenth_killed_survivors_all_delivered={} \
+         wall_s={:.1} peak_rss_mib={}",
         r.nodes,
-        r.messages,
-        r.delivery,
-        r.rmr,
-        r.ldh,
         r.diameter,
-        r.dup_median,
-        r.dup_p99,
-        ms(r.latency_p50),
-        ms(r.latency_p99),
-        r.bytes_per_node,
+        r.senders,
+        phase("warm", &r.warm),
+        phase("cold", &r.cold),
         r.survivors_all_delivered.unwrap_or(false),
         t.elapsed().as_secs_f64(),
         peak_mib()

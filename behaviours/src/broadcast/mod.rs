@@ -16,10 +16,20 @@
 //! topologies without membership).
 //!
 //! # Messages ([`Message`])
-//! `Gossip` (a whole message with its id, hop count and payload), `IHave`
-//! (ids, batched), `Graft`, `Prune` — one hop each, on connections. A
-//! message's id is its author's [`NodeId`] and a sequence number that
-//! starts at a random value on every start.
+//! `Gossip` (a whole message with its id, origin, hop count and payload),
+//! `IHave` (ids and hop counts, batched), `Graft`, `Prune`, `Route` (one
+//! origin's tree moves) — one hop each, on connections. A message's id is
+//! its author's [`NodeId`] and a sequence number that starts at a random
+//! value on every start.
+//!
+//! # Trees
+//! Each author's messages follow a tree of their own, which becomes the
+//! shortest-path tree from that author within a few messages; an author's
+//! first message follows a tree shared by all (see
+//! [`plumtree`](plumtree#one-tree-per-origin)). Measured on the simulator
+//! (`plexus-bench -- broadcast --nodes 10000`): 0.006 relative message
+//! redundancy and last delivery 14 hops out on an overlay of diameter 12
+//! once trees have formed; 0.037 and 33 hops for first messages.
 //!
 //! # Application API
 //! [`Request::Broadcast`] through `NodeHandle::rpc::<broadcast::Behaviour>`

@@ -204,3 +204,23 @@ fn a_neighbour_whose_send_queue_overflows_gets_ids_instead() {
     assert_eq!(tree.eager().collect::<Vec<_>>(), vec![NodeId(3)]);
     assert_eq!(tree.stats().slow_peers, 1);
 }
+
+/// The 1,000-node scenario, small enough for every CI run: the
+/// report is printed (`--nocapture` shows it) and its targets checked.
+#[test]
+fn a_thousand_nodes_report_meets_the_targets() {
+    let r = crate::sim_support::broadcast_scenario(1000, 1, 10, 100, true);
+    println!("{r:#?}");
+    let w = &r.warm;
+    assert_eq!(w.delivery, 1.0, "every node delivers every message");
+    assert_eq!(r.cold.delivery, 1.0, "first messages too");
+    assert!(w.rmr <= 0.1, "relative message redundancy {:.3}", w.rmr);
+    assert!(w.dup_median <= 1.0, "duplicates {:.2}", w.dup_median);
+    assert!(
+        f64::from(w.ldh) <= 1.5 * r.diameter as f64,
+        "last delivery hop {} on an overlay of diameter {}",
+        w.ldh,
+        r.diameter
+    );
+    assert_eq!(r.survivors_all_delivered, Some(true));
+}

@@ -371,11 +371,8 @@ impl Behaviour {
             if from == me {
                 t.tree.broadcast(now, id, payload);
             } else {
-                // Taken in as if `from` had pushed it: `from` is no tree
-                // neighbour, so no link is built on it.
-                let round = u16::from(hops);
-                t.tree
-                    .on_message(now, from, TreeMsg::Gossip { id, round, payload });
+                // It enters the tree here: this node is its origin.
+                t.tree.inject(now, from, id, u16::from(hops), payload);
             }
             self.run(agent);
             return;
@@ -605,7 +602,10 @@ impl NetworkBehavior for Behaviour {
                     _ => {
                         // Not (or no longer) a member: a publication goes
                         // on towards the root; tree upkeep is not for us.
-                        if let TreeMsg::Gossip { id, round, payload } = msg {
+                        if let TreeMsg::Gossip {
+                            id, round, payload, ..
+                        } = msg
+                        {
                             let hops = u8::try_from(round).unwrap_or(NO_ROOT);
                             self.publish(agent, topic, id, hops, from, payload);
                         }

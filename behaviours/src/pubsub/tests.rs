@@ -231,6 +231,7 @@ fn a_publication_that_claims_another_author_at_its_first_hop_is_dropped() {
                     author: NodeId(author),
                     seq: 1,
                 },
+                origin: NodeId(author),
                 round: 0,
                 payload: Bytes::from_static(b"hi"),
             },
