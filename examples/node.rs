@@ -12,49 +12,22 @@
 //!
 //! Ctrl-C closes every connection gracefully and exits.
 
+mod common;
+
+use bytes::Bytes;
 use clap::Parser;
+use common::{parse_addr, parse_seed, Seed, Signals};
+use plexus::behaviours::pubsub::Topic;
+use plexus::behaviours::{broadcast, membership, pubsub};
 use plexus::ping;
 use plexus::router::{dv, StaticRouter};
-use plexus::runtime::{Node, NodeEvent, RuntimeConfig, Transport};
-use plexus::transports::quic::QuicTransport;
-use plexus::transports::tcp::TcpTransport;
-use plexus::{Address, Identity, Network, NodeId, RouterTable, TransportConfig};
+use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
+use plexus::{Address, Identity, Network, RouterTable};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A peer to join: `<node id in hex>@<address>`.
-#[derive(Clone, Debug)]
-struct Seed {
-    node: NodeId,
-    addr: Address,
-}
-
-fn parse_seed(s: &str) -> Result<Seed, String> {
-    let (id, addr) = s.split_once('@').ok_or_else(|| {
-        format!("{s:?} is not <node-id>@<address>, e.g. 3fa2…@quic://127.0.0.1:7000")
-    })?;
-    let node = u64::from_str_radix(id, 16)
-        .map(NodeId)
-        .map_err(|e| format!("node id {id:?} is not 16 hex digits: {e}"))?;
-    let addr = addr.parse::<Address>().map_err(|e| e.to_string())?;
-    if !matches!(addr, Address::Quic(_) | Address::Tcp(_)) {
-        return Err(format!(
-            "{addr}: this node dials quic:// and tcp:// addresses only"
-        ));
-    }
-    Ok(Seed { node, addr })
-}
-
-fn parse_addr(s: &str) -> Result<Address, String> {
-    match s.parse::<Address>().map_err(|e| e.to_string())? {
-        a @ (Address::Quic(_) | Address::Tcp(_)) => Ok(a),
-        other => Err(format!(
-            "{other}: this node listens on quic:// or tcp:// addresses"
-        )),
-    }
-}
+use tokio::io::AsyncBufReadExt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Behaviour {
@@ -62,6 +35,13 @@ enum Behaviour {
     Ping,
     /// The distance-vector router (otherwise: direct neighbours only).
     Router,
+    /// A random, connected overlay (HyParView): the neighbours broadcast
+    /// and pubsub use.
+    Membership,
+    /// Every node delivers every message once (Plumtree; needs membership).
+    Broadcast,
+    /// Publish and subscribe by topic (needs membership).
+    Pubsub,
 }
 
 #[derive(Parser, Debug)]
@@ -82,13 +62,44 @@ struct Args {
     /// Behaviours to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ping,router")]
     behaviours: Vec<Behaviour>,
+    /// Pubsub topic to subscribe to (repeatable; needs the pubsub behaviour).
+    #[arg(long)]
+    subscribe: Vec<String>,
     /// Seconds between status lines (0: none).
     #[arg(long, default_value_t = 5)]
     status_every: u64,
 }
 
+/// What clap cannot check: behaviours that need another.
+fn check(args: &Args) -> Result<(), String> {
+    let has = |b: Behaviour| args.behaviours.contains(&b);
+    for (b, name) in [
+        (Behaviour::Broadcast, "broadcast"),
+        (Behaviour::Pubsub, "pubsub"),
+    ] {
+        if has(b) && !has(Behaviour::Membership) {
+            return Err(format!(
+                "--behaviours {name} needs membership (its neighbours): add it, e.g. --behaviours ping,membership,{name}"
+            ));
+        }
+    }
+    if !args.subscribe.is_empty() && !has(Behaviour::Pubsub) {
+        return Err(
+            "--subscribe needs the pubsub behaviour (--behaviours …,membership,pubsub)".into(),
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = check(&args) {
+        // A usage error, reported as clap reports its own (exit code 2).
+        use clap::CommandFactory;
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -97,39 +108,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(run(args));
+    // A read of stdin in progress blocks on a thread of its own; dropping
+    // the runtime would wait for it (for the next line typed). Nothing else
+    // is left to wait for: the node has shut down.
+    rt.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, listened for from before the first line is printed
-/// until the node stops: a signal that arrives while the loop is busy
-/// (printing status, say) waits in the stream instead of killing the
-/// process or being missed.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, String> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let err = |e: std::io::Error| format!("cannot listen for signals: {e}");
-        Ok(Signals {
-            int: signal(SignalKind::interrupt()).map_err(err)?,
-            term: signal(SignalKind::terminate()).map_err(err)?,
-        })
-    }
-
-    /// Waits for either signal and names it.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
         }
     }
 }
@@ -142,40 +130,11 @@ async fn run(args: Args) -> Result<(), String> {
     if created {
         println!("created key file {}", args.key_file.display());
     }
-    let mut config = TransportConfig::default();
-    if let Some(secret) = &args.network_key {
-        config = config.with_network_secret(secret);
-    }
-    let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
-    for addr in &args.listen {
-        let t: Arc<dyn Transport> = match addr {
-            Address::Quic(sa) => Arc::new(
-                QuicTransport::bind(*sa, &identity, config.clone())
-                    .map_err(|e| format!("listen {addr}: {e}"))?,
-            ),
-            Address::Tcp(sa) => Arc::new(
-                TcpTransport::bind(*sa, &identity, config.clone())
-                    .await
-                    .map_err(|e| format!("listen {addr}: {e}"))?,
-            ),
-            other => return Err(format!("cannot listen on {other}")),
-        };
-        transports.push(t);
-    }
-    // Dial every scheme whatever we listen on: a node that listens on TCP
-    // alone still reaches QUIC peers (from an ephemeral, unadvertised port).
-    if !transports.iter().any(|t| t.scheme() == "quic") {
-        let quic = QuicTransport::client(&identity, config.clone())
-            .map_err(|e| format!("QUIC dialler: {e}"))?;
-        transports.push(Arc::new(quic));
-    }
-    if !transports.iter().any(|t| t.scheme() == "tcp") {
-        let tcp = TcpTransport::client(&identity, config.clone())
-            .map_err(|e| format!("TCP dialler: {e}"))?;
-        transports.push(Arc::new(tcp));
-    }
+    let config = common::transport_config(args.network_key.as_deref());
+    let transports = common::transports(&args.listen, &identity, &config).await?;
+    let has = |b: Behaviour| args.behaviours.contains(&b);
 
-    let use_router = args.behaviours.contains(&Behaviour::Router);
+    let use_router = has(Behaviour::Router);
     let dv_router = Arc::new(dv::DvRouter::new(id));
     let router: Arc<dyn RouterTable> = if use_router {
         dv_router.clone()
@@ -184,11 +143,20 @@ async fn run(args: Args) -> Result<(), String> {
     };
     // No .seed(): the node's RNG is seeded from the OS.
     let mut builder = Network::builder(id, router);
-    if args.behaviours.contains(&Behaviour::Ping) {
+    if has(Behaviour::Ping) {
         builder = builder.behavior(ping::Behaviour::new(ping::Config::default()));
     }
     if use_router {
         builder = builder.behavior(dv::Behaviour::new(dv_router, dv::Config::default()));
+    }
+    if has(Behaviour::Membership) {
+        builder = builder.behavior(membership::Behaviour::new(membership::Config::default()));
+    }
+    if has(Behaviour::Broadcast) {
+        builder = builder.behavior(broadcast::Behaviour::new(broadcast::Config::default()));
+    }
+    if has(Behaviour::Pubsub) {
+        builder = builder.behavior(pubsub::Behaviour::new(pubsub::Config::default()));
     }
     // Seeds are bootstrap peers: dialled at once, retried with backoff while
     // they fail (each failure printed with its reason), dialled again if the
@@ -203,6 +171,23 @@ async fn run(args: Args) -> Result<(), String> {
     for a in node.listen_addrs() {
         println!("listening on {a}   (join with --seed {id}@{a})");
     }
+    // Topics travel as hashes of their names: these are the names.
+    let names: std::collections::HashMap<Topic, String> = args
+        .subscribe
+        .iter()
+        .map(|t| (Topic::new(t), t.clone()))
+        .collect();
+    for t in &args.subscribe {
+        node.rpc::<pubsub::Behaviour>(pubsub::Request::Subscribe(Topic::new(t)))
+            .await
+            .map_err(|e| format!("subscribe {t}: {e}"))?;
+        println!("subscribed to {t}");
+    }
+    if has(Behaviour::Broadcast) || has(Behaviour::Pubsub) || has(Behaviour::Membership) {
+        println!("commands: broadcast <text> | publish <topic> <text> | peers");
+    }
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
 
     let mut status = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
     status.tick().await;
@@ -212,12 +197,27 @@ async fn run(args: Args) -> Result<(), String> {
                 log::info!("{sig}: stopping");
                 break;
             }
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => command(&node, line.trim()).await,
+                // No (more) input, as under a service manager: keep running.
+                Ok(None) | Err(_) => stdin_open = false,
+            },
             ev = events.next() => match ev {
                 Some(NodeEvent::Behaviour(e)) => {
                     if let Some(p) = e.downcast_ref::<ping::Event>() {
                         match p.result {
                             Ok(rtt) => log::debug!("ping {}: {rtt:?}", p.peer),
                             Err(f) => println!("ping {}: failed ({f:?})", p.peer),
+                        }
+                    } else if let Some(b) = e.downcast_ref::<broadcast::Event>() {
+                        println!("broadcast from {} ({} hops): {}", b.id.author, b.hops, String::from_utf8_lossy(&b.payload));
+                    } else if let Some(p) = e.downcast_ref::<pubsub::Event>() {
+                        let topic = names.get(&p.topic).cloned().unwrap_or_else(|| p.topic.to_string());
+                        println!("{topic} from {} ({} hops): {}", p.id.author, p.hops, String::from_utf8_lossy(&p.payload));
+                    } else if let Some(m) = e.downcast_ref::<membership::Event>() {
+                        match m {
+                            membership::NeighborEvent::Up { node: peer, .. } => log::info!("overlay neighbour {peer} up"),
+                            membership::NeighborEvent::Down { node: peer } => log::info!("overlay neighbour {peer} down"),
                         }
                     }
                 }
@@ -250,4 +250,51 @@ async fn run(args: Args) -> Result<(), String> {
     println!("shutting down");
     node.shutdown().await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// One line typed on stdin.
+async fn command(node: &NodeHandle, line: &str) {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let result = match verb {
+        "" => return,
+        "broadcast" => node
+            .rpc::<broadcast::Behaviour>(broadcast::Request::Broadcast(Bytes::from(
+                rest.to_owned(),
+            )))
+            .await
+            .map(|_| "broadcast sent".to_owned()),
+        "publish" => match rest.split_once(' ') {
+            Some((topic, text)) => node
+                .rpc::<pubsub::Behaviour>(pubsub::Request::Publish(
+                    Topic::new(topic),
+                    Bytes::from(text.to_owned()),
+                ))
+                .await
+                .map(|_| format!("published to {topic}")),
+            None => {
+                println!("usage: publish <topic> <text>");
+                return;
+            }
+        },
+        "peers" => node
+            .rpc::<membership::Behaviour>(membership::Request::ActiveView)
+            .await
+            .map(|r| match r {
+                membership::Response::ActiveView(v) => {
+                    let ids: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+                    format!("peers: {}", ids.join(", "))
+                }
+                other => format!("{other:?}"),
+            }),
+        other => {
+            println!(
+                "unknown command {other:?}: broadcast <text> | publish <topic> <text> | peers"
+            );
+            return;
+        }
+    };
+    match result {
+        Ok(r) => println!("{r}"),
+        Err(e) => println!("{verb}: {e}"),
+    }
 }

@@ -6,87 +6,44 @@
 // Real processes on real time: the clock is the point here.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod procs;
 
-const WAIT: Duration = Duration::from_secs(60);
+use std::process::Command;
 
-fn node_bin() -> PathBuf {
-    // target/<profile>/deps/node_cli-… → target/<profile>/examples/node
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join("examples")
-        .join(format!("node{}", std::env::consts::EXE_SUFFIX))
+fn node_bin() -> std::path::PathBuf {
+    procs::example_bin("node")
 }
 
-/// A running node and the lines it prints.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// The `node` example.
+struct Proc(procs::Proc);
+
+impl std::ops::Deref for Proc {
+    type Target = procs::Proc;
+    fn deref(&self) -> &procs::Proc {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut procs::Proc {
+        &mut self.0
+    }
 }
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(node_bin())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the node example is built by cargo test");
-        let out = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The first printed line `f` accepts, waiting at most WAIT.
-    fn expect(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if f(&l) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no line with {what}: {e}"),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(ok.success(), "kill {sig} failed");
+        Proc(procs::Proc::start("node", args))
     }
 
     /// Sends `sig`, then expects the clean-shutdown line and the exit code.
-    fn stop_with(mut self, sig: &str) -> i32 {
+    fn stop_with(self, sig: &str) -> i32 {
         self.signal(sig);
         self.expect("shutting down", |l| l.contains("shutting down"));
-        self.child.wait().expect("exits").code().unwrap_or(-1)
+        self.0.wait()
     }
 
     fn interrupt_and_wait(self) -> i32 {
         self.stop_with("-INT")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // A failed test must not leave a node running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -172,9 +129,10 @@ fn a_bad_flag_gets_a_message_and_exit_code_two() {
             vec!["--seed", "xyz@quic://127.0.0.1:1"],
             "is not 16 hex digits",
         ),
+        (vec!["--behaviours", "ping,nope"], "invalid value 'nope'"),
         (
-            vec!["--behaviours", "ping,gossip"],
-            "invalid value 'gossip'",
+            vec!["--behaviours", "ping,broadcast"],
+            "--behaviours broadcast needs membership",
         ),
         (
             vec!["--seed", "0000000000000001@mem://5"],
@@ -236,11 +194,7 @@ fn node(dir: &std::path::Path, name: &str, extra: &[&str]) -> (Proc, String, Str
     (p, id, addr)
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("plexus-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use procs::temp_dir;
 
 /// A node that listens on TCP alone still dials a QUIC seed.
 #[test]
@@ -320,5 +274,63 @@ fn a_refused_seed_says_why() {
     });
     assert_eq!(c.interrupt_and_wait(), 0);
     assert_eq!(a.interrupt_and_wait(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Three nodes with membership, broadcast and pubsub: a line typed on one
+/// is delivered on the others, by broadcast and by pubsub.
+#[test]
+fn three_nodes_broadcast_and_publish_what_is_typed() {
+    let dir = temp_dir("overlay");
+    let stack = "ping,membership,broadcast,pubsub";
+    let (mut a, id_a, addr_a) = node(
+        &dir,
+        "a",
+        &[
+            "--listen",
+            "quic://127.0.0.1:0",
+            "--behaviours",
+            stack,
+            "--subscribe",
+            "news",
+        ],
+    );
+    let seed = format!("{id_a}@{addr_a}");
+    let joiner = |name: &str| {
+        node(
+            &dir,
+            name,
+            &[
+                "--listen",
+                "quic://127.0.0.1:0",
+                "--behaviours",
+                stack,
+                "--subscribe",
+                "news",
+                "--seed",
+                &seed,
+            ],
+        )
+    };
+    let (b, _, _) = joiner("b");
+    let (c, _, _) = joiner("c");
+    for p in [&b, &c] {
+        p.expect("the connection", |l| {
+            l.starts_with(&format!("connected to {id_a}"))
+        });
+    }
+    a.type_line("broadcast hello everyone");
+    a.type_line("publish news extra extra");
+    for p in [&b, &c] {
+        p.expect("the broadcast", |l| {
+            l.starts_with(&format!("broadcast from {id_a} ")) && l.ends_with(": hello everyone")
+        });
+        p.expect("the publication", |l| {
+            l.starts_with(&format!("news from {id_a} ")) && l.ends_with(": extra extra")
+        });
+    }
+    for p in [a, b, c] {
+        assert_eq!(p.interrupt_and_wait(), 0);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
