@@ -204,6 +204,10 @@ impl Behaviour {
         if node == agent.local_node() || self.active.contains_key(&node) || addrs.is_empty() {
             return;
         }
+        if let Some(c) = self.contacts.get_mut(&node) {
+            // A contact that restarted elsewhere: its new address.
+            c.clone_from(&addrs);
+        }
         if let Some(a) = self.passive.get_mut(&node) {
             *a = addrs;
             return;
@@ -427,6 +431,29 @@ impl Behaviour {
         if known {
             return;
         }
+        // The joiner knows nobody else yet: a sample of the peers we know
+        // fills its passive view at once (as a shuffle answer would), so
+        // losing its first neighbours does not leave it with no one to
+        // promote. In a small swarm that is the whole swarm.
+        let mut known: Vec<PeerInfo> = self
+            .active
+            .iter()
+            .chain(&self.passive)
+            .filter(|(n, _)| **n != from)
+            .map(|(n, a)| PeerInfo {
+                node: *n,
+                addrs: a.clone(),
+            })
+            .collect();
+        agent.rng().shuffle(&mut known);
+        known.truncate(self.max_shuffle());
+        if !known.is_empty() {
+            let msg = Message::ShuffleReply {
+                path: vec![from],
+                peers: known,
+            };
+            self.send(agent, from, msg);
+        }
         let peer = PeerInfo {
             node: from,
             addrs: clean(addrs),
@@ -451,7 +478,9 @@ impl Behaviour {
             self.ask(agent, peer.node, peer.addrs, Priority::High);
             return;
         }
-        if ttl == self.config.prwl {
+        // HyParView keeps the joiner as passive at hop `prwl`; every hop
+        // with room keeps it too (small swarms learn each other faster).
+        if ttl == self.config.prwl || self.passive.len() < self.config.passive_size {
             self.add_passive(agent, peer.node, peer.addrs.clone());
         }
         let next: Vec<NodeId> = self
@@ -685,6 +714,11 @@ impl NetworkBehavior for Behaviour {
                     self.remove_active(agent, node, true);
                     self.repair += 1;
                     self.fill(agent);
+                    if self.active.len() < 2 && self.asking.is_empty() {
+                        // Nobody passive to promote: join again at once
+                        // rather than at the next shuffle round.
+                        self.rejoin(agent);
+                    }
                 } else if was_asking {
                     self.fill(agent);
                 }
