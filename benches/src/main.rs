@@ -10,6 +10,7 @@
 //! cargo run --release -p plexus-bench -- membership --nodes 10000
 //! cargo run --release -p plexus-bench -- broadcast --nodes 10000
 //! cargo run --release -p plexus-bench -- pubsub-sim --nodes 500
+//! cargo run --release -p plexus-bench -- pubsub --nodes 100
 //! cargo run --release -p plexus-bench -- swarms
 //! ```
 //!
@@ -20,6 +21,7 @@
 //! figure next to its baseline with their ratio.
 
 mod overlay;
+mod pubsub_quic;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -122,6 +124,27 @@ enum Workload {
         #[arg(long, default_value_t = 100)]
         messages: usize,
         /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Pubsub over real QUIC on 127.0.0.1: N nodes in this process, each
+    /// dialling 6 random others, all subscribed to one topic; publications
+    /// from random nodes. Delivery, latency, copies and bytes per
+    /// delivered message, CPU, peak RSS.
+    Pubsub {
+        /// Nodes.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// Publications.
+        #[arg(long, default_value_t = 200)]
+        publications: usize,
+        /// Publications per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Bytes per publication (at least 16: sequence number and send time).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Seed of the random graph and publishers.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -459,5 +482,12 @@ fn main() {
             seed,
         } => overlay::pubsub(nodes, seed, topics, per_topic, publications, loss, churn),
         Workload::Swarms { seeds } => overlay::swarms(seeds),
+        Workload::Pubsub {
+            nodes,
+            publications,
+            rate,
+            size,
+            seed,
+        } => pubsub_quic::run(nodes.max(2), publications, rate, size, seed),
     }
 }

@@ -273,6 +273,11 @@ pub struct NetworkStats {
     pub frames_in: u64,
     /// Frames handed to the driver to send.
     pub frames_out: u64,
+    /// Bytes of the frames received (headers included; not the
+    /// transport's own framing, encryption or packet headers).
+    pub bytes_in: u64,
+    /// Bytes of the frames handed to the driver to send (likewise).
+    pub bytes_out: u64,
     /// Messages delivered to a local behaviour.
     pub delivered: u64,
     /// Messages forwarded to a next hop.

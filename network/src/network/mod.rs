@@ -510,6 +510,7 @@ impl Network {
 
     fn frame(&mut self, conn: ConnId, bytes: &[u8]) {
         self.stats.frames_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
         let Some(from) = self.conns.get(&conn).map(|c| c.node) else {
             log::trace!("node {}: frame on unknown {conn} ignored", self.local);
             return;
@@ -1107,6 +1108,7 @@ impl Network {
 
     fn send_on(&mut self, conn: ConnId, frame: Vec<u8>, unreliable: bool) {
         self.stats.frames_out += 1;
+        self.stats.bytes_out += frame.len() as u64;
         self.outputs.push_back(Output::Send {
             conn,
             frame,
