@@ -155,7 +155,7 @@ impl Config {
     }
     /// Probability that a node with a full active view replaces one
     /// neighbour with a random passive peer in a shuffle round
-    /// ([`Priority::Swap`](protocol::Priority::Swap)): the overlay keeps
+    /// ([`Priority::Swap`]): the overlay keeps
     /// mixing slowly, and a group whose views filled up among themselves
     /// rejoins. Every swap changes four links, and every new link costs the
     /// broadcast trees built on the overlay a few duplicates, so it is
