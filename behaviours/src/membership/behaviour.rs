@@ -12,6 +12,14 @@ use std::time::Duration;
 /// Timer tokens.
 const SHUFFLE: u64 = 0;
 const HOUSEKEEP: u64 = 1;
+/// Timer: dial a lost neighbour again.
+const RECALL: u64 = 2;
+/// How often lost neighbours are retried (each on its own backoff).
+const RECALL_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait between two tries of one lost neighbour.
+const RECALL_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a lost neighbour is tried.
+const RECALL_FOR: Duration = Duration::from_secs(600);
 
 /// Contacts remembered.
 const MAX_CONTACTS: usize = 8;
@@ -52,7 +60,21 @@ pub struct Behaviour {
     /// [`MAX_CONTACTS`]): kept apart from the passive view, which shuffles
     /// refresh from the node's own neighbourhood.
     contacts: BTreeMap<NodeId, Vec<Address>>,
+    /// Neighbours that failed (at most twice the active size), tried again
+    /// with backoff for [`RECALL_FOR`]: after a partition heals, the two
+    /// sides know each other only through these.
+    lost: BTreeMap<NodeId, Lost>,
+    recall_armed: bool,
     stats: Stats,
+}
+
+/// A neighbour that failed.
+#[derive(Debug, Clone)]
+struct Lost {
+    addrs: Vec<Address>,
+    since: Instant,
+    next: Instant,
+    tries: u32,
 }
 
 impl Behaviour {
@@ -70,6 +92,8 @@ impl Behaviour {
             housekeeping: false,
             repair: 0,
             contacts: BTreeMap::new(),
+            lost: BTreeMap::new(),
+            recall_armed: false,
             stats: Stats::default(),
         }
     }
@@ -151,6 +175,7 @@ impl Behaviour {
             addrs
         };
         self.passive.remove(&node);
+        self.lost.remove(&node);
         self.active.insert(node, addrs);
         self.repair = self.repair.saturating_sub(1);
         log::debug!(
@@ -194,6 +219,7 @@ impl Behaviour {
         self.announce(agent, NeighborEvent::Down { node });
         if failed {
             self.stats.failures += 1;
+            self.remember_lost(agent, node, addrs);
         } else {
             self.add_passive(agent, node, addrs);
         }
@@ -370,6 +396,74 @@ impl Behaviour {
         } else if let Some(addr) = self.contacts.get(&node).and_then(|a| a.first()) {
             // On connection it is a contact again: `on_connected` joins.
             agent.connect(node, *addr);
+        }
+    }
+
+    fn remember_lost(&mut self, agent: &mut Agent<'_>, node: NodeId, addrs: Vec<Address>) {
+        let addrs = clean(addrs);
+        if addrs.is_empty() {
+            return;
+        }
+        let now = agent.now();
+        if self.lost.len() >= 2 * self.config.active_size {
+            let oldest = self
+                .lost
+                .iter()
+                .min_by_key(|(_, l)| l.since)
+                .map(|(n, _)| *n);
+            if let Some(o) = oldest {
+                self.lost.remove(&o);
+            }
+        }
+        self.lost.insert(
+            node,
+            Lost {
+                addrs,
+                since: now,
+                next: now + RECALL_EVERY,
+                tries: 0,
+            },
+        );
+        if !self.recall_armed {
+            self.recall_armed = true;
+            let d = jitter(agent, RECALL_EVERY);
+            agent.schedule_after(d, RECALL);
+        }
+    }
+
+    /// Tries one lost neighbour whose backoff is over: asks it to swap in
+    /// (or, below the target, to join the view). Failed dials leave it
+    /// for its next try; one that answers is forgotten as lost.
+    fn recall(&mut self, agent: &mut Agent<'_>) {
+        let now = agent.now();
+        self.lost.retain(|_, l| now - l.since < RECALL_FOR);
+        let due: Vec<NodeId> = self
+            .lost
+            .iter()
+            .filter(|(n, l)| l.next <= now && !self.active.contains_key(n))
+            .map(|(n, _)| *n)
+            .collect();
+        if let Some(node) = Self::pick(agent, &due) {
+            if let Some(l) = self.lost.get_mut(&node) {
+                l.tries += 1;
+                let wait = RECALL_EVERY
+                    .saturating_mul(1 << l.tries.min(6))
+                    .min(RECALL_MAX_BACKOFF);
+                l.next = now + wait;
+                let addrs = l.addrs.clone();
+                let priority = if self.active.len() < self.config.active_size {
+                    Priority::Low
+                } else {
+                    Priority::Swap
+                };
+                self.stats.recalls += 1;
+                self.ask(agent, node, addrs, priority);
+            }
+        }
+        self.recall_armed = !self.lost.is_empty();
+        if self.recall_armed {
+            let d = jitter(agent, RECALL_EVERY);
+            agent.schedule_after(d, RECALL);
         }
     }
 
@@ -789,6 +883,7 @@ impl NetworkBehavior for Behaviour {
                 }
                 self.shuffle(agent);
             }
+            RECALL => self.recall(agent),
             HOUSEKEEP => {
                 self.housekeeping = false;
                 let now = agent.now();
