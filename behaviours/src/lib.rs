@@ -14,11 +14,15 @@
 //!   self-repairing spanning tree (Plumtree) on the overlay.
 //! - [`pubsub`]: publish and subscribe by topic; per topic, a tree among
 //!   the subscribers and the nodes between them.
+//! - [`gossip`]: a key → value map of CRDTs replicated on every node, with
+//!   anti-entropy.
 //!
 //! Default service ids are in [`services`]; each `Config` can change its own.
 
 pub mod broadcast;
+pub mod gossip;
 pub mod membership;
+mod neighbourhood;
 pub mod ping;
 pub mod pubsub;
 #[cfg(feature = "sim")]
@@ -35,4 +39,6 @@ pub mod services {
     pub const BROADCAST: ServiceId = ServiceId(3);
     /// [`crate::pubsub`].
     pub const PUBSUB: ServiceId = ServiceId(4);
+    /// [`crate::gossip`].
+    pub const GOSSIP: ServiceId = ServiceId(5);
 }

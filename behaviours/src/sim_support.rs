@@ -7,7 +7,7 @@
 //!   reached − 1) − 1; 0 means every node got exactly one copy.
 //! - **LDH** (last delivery hop): the most hops any node's first copy took.
 
-use crate::{broadcast, membership, ping, pubsub};
+use crate::{broadcast, gossip, membership, ping, pubsub};
 use plexus_network::sim::Sim;
 use plexus_network::{
     Address, Network, NetworkBuilder, NodeId, RejectReason, Rng, RouteAction, RouterTable,
@@ -28,6 +28,8 @@ pub struct Stack {
     pub broadcast: Option<broadcast::Config>,
     /// Pubsub, if any.
     pub pubsub: Option<pubsub::Config>,
+    /// Gossip, if any.
+    pub gossip: Option<gossip::Config>,
 }
 
 impl Stack {
@@ -44,6 +46,7 @@ impl Stack {
             ),
             broadcast: None,
             pubsub: None,
+            gossip: None,
         }
     }
     /// With broadcast.
@@ -54,6 +57,11 @@ impl Stack {
     /// With pubsub.
     pub fn with_pubsub(mut self, c: pubsub::Config) -> Self {
         self.pubsub = Some(c);
+        self
+    }
+    /// With gossip (of [`gossip::Value`]s).
+    pub fn with_gossip(mut self, c: gossip::Config) -> Self {
+        self.gossip = Some(c);
         self
     }
 
@@ -67,6 +75,9 @@ impl Stack {
         }
         if let Some(c) = &self.pubsub {
             b = b.behavior(pubsub::Behaviour::new(c.clone()));
+        }
+        if let Some(c) = &self.gossip {
+            b = b.behavior(gossip::Behaviour::<gossip::Value>::new(c.clone()));
         }
         b.build().expect("distinct services")
     }
@@ -711,4 +722,443 @@ pub fn swarm_scenario(n: usize, seed: u64) -> bool {
         && ids
             .iter()
             .all(|a| sent.iter().all(|m| got.contains(&(*a, *m))))
+}
+
+/// The gossip settings the scenarios use: the simulator's clock.
+pub fn gossip_config() -> gossip::Config {
+    gossip::Config::default().with_clock(gossip::Clock::Virtual)
+}
+
+fn gossip_of(sim: &Sim, id: NodeId) -> Option<&gossip::Behaviour> {
+    sim.node(id)?.behavior::<gossip::Behaviour>()
+}
+
+/// Applies an update on `node` as its application would.
+pub fn gossip_update(sim: &mut Sim, node: NodeId, key: &str, op: gossip::Op) {
+    let req = gossip::Request::Update {
+        key: key.to_owned(),
+        op,
+    };
+    match sim.rpc::<gossip::Behaviour>(node, req) {
+        Ok(Some(gossip::Response::Done)) | Ok(None) => {}
+        other => panic!("gossip update on {node}: {other:?}"),
+    }
+}
+
+/// Deletes `key` on `node` as its application would.
+pub fn gossip_delete(sim: &mut Sim, node: NodeId, key: &str) {
+    match sim.rpc::<gossip::Behaviour>(node, gossip::Request::Delete(key.to_owned())) {
+        Ok(Some(gossip::Response::Done)) | Ok(None) => {}
+        other => panic!("gossip delete on {node}: {other:?}"),
+    }
+}
+
+/// Whether every live node among `ids` holds the same map (equal roots).
+pub fn gossip_converged(sim: &Sim, ids: &[NodeId]) -> bool {
+    let mut roots = ids
+        .iter()
+        .filter_map(|id| gossip_of(sim, *id))
+        .map(|g| g.store().root());
+    match roots.next() {
+        Some(first) => roots.all(|r| r == first),
+        None => true,
+    }
+}
+
+/// Sum of the live nodes' gossip counters.
+pub fn gossip_totals(sim: &Sim, ids: &[NodeId]) -> gossip::GossipStats {
+    let mut t = gossip::GossipStats::default();
+    for g in ids.iter().filter_map(|id| gossip_of(sim, *id)) {
+        let s = g.stats();
+        t.keys += s.keys;
+        t.changes += s.changes;
+        t.updates_sent += s.updates_sent;
+        t.updates_received += s.updates_received;
+        t.rounds += s.rounds;
+        t.in_sync += s.in_sync;
+        t.entropy_messages += s.entropy_messages;
+        t.entropy_bytes += s.entropy_bytes;
+        t.hops_max = t.hops_max.max(s.hops_max);
+        t.entries_sent += s.entries_sent;
+        t.entries_received += s.entries_received;
+        t.tree_gossip_sent += s.tree_gossip_sent;
+        t.tree_duplicates += s.tree_duplicates;
+        t.tombstones += s.tombstones;
+        t.tombstones_collected += s.tombstones_collected;
+        t.refused += s.refused;
+    }
+    t
+}
+
+/// What [`gossip_spread_scenario`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct SpreadReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Nodes holding the update at the end.
+    pub converged: usize,
+    /// Hops of the last node's first copy: the rounds of a push protocol.
+    pub rounds: u16,
+    /// Frames every kind sent from the update to the end, per node.
+    pub messages_per_node: f64,
+    /// Virtual time from the update to the last node holding it.
+    pub spread_time: Duration,
+    /// Wall time to build the nodes and connect them.
+    pub setup_wall: Duration,
+    /// Wall time from the update to the end.
+    pub spread_wall: Duration,
+}
+
+/// The gossiper crate's published scenario: `n` nodes, each dialling
+/// `fanout` random others (so about 2 × `fanout` neighbours each), links
+/// 10–30 ms with `loss`; one update on one node; run until every node
+/// holds it. Gossip alone (no membership, no ping): the update's cost.
+// Wall time is what this scenario reports; the simulation itself reads
+// only its virtual clock.
+#[allow(clippy::disallowed_methods)]
+pub fn gossip_spread_scenario(n: usize, fanout: usize, loss: f64, seed: u64) -> SpreadReport {
+    let started = std::time::Instant::now();
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        loss,
+    );
+    let mut rng = Rng::new(seed ^ 0x0060_551b);
+    let ids: Vec<NodeId> = (0..n).map(|_| NodeId(rng.next_u64())).collect();
+    let cfg = gossip_config()
+        .with_neighbours(broadcast::Neighbours::Connections)
+        .with_interval(Duration::from_secs(5));
+    for id in &ids {
+        let cfg = cfg.clone();
+        sim.add_node(*id, move |id, _| {
+            Network::builder(id, Arc::new(NoRoutes(id)))
+                .behavior(gossip::Behaviour::<gossip::Value>::new(cfg.clone()))
+                .build()
+                .expect("one behaviour")
+        });
+    }
+    for (i, a) in ids.iter().enumerate() {
+        for _ in 0..fanout {
+            let mut j = rng.below(n as u64 - 1) as usize;
+            if j >= i {
+                j += 1;
+            }
+            sim.connect(*a, ids[j]);
+        }
+    }
+    sim.run_for(Duration::from_millis(500)).expect("step limit");
+    let setup_wall = started.elapsed();
+    let frames = |sim: &Sim| -> u64 {
+        ids.iter()
+            .filter_map(|id| sim.node(*id))
+            .map(|net| net.stats().frames_out)
+            .sum()
+    };
+    let before = frames(&sim);
+    let spread = std::time::Instant::now();
+    let start = sim.now();
+    let writer = ids[rng.below(n as u64) as usize];
+    gossip_update(&mut sim, writer, "k", gossip::Op::Increment(1));
+    let has = |sim: &Sim| {
+        ids.iter()
+            .filter(|id| gossip_of(sim, **id).is_some_and(|g| g.get("k").is_some()))
+            .count()
+    };
+    let mut converged = has(&sim);
+    let mut last = sim.now();
+    while converged < n && sim.now() < start + Duration::from_secs(30) {
+        sim.run_for(Duration::from_millis(10)).expect("step limit");
+        let c = has(&sim);
+        if c > converged {
+            last = sim.now();
+        }
+        converged = c;
+    }
+    // Let the tree's prunes and the round's last frames go out.
+    sim.run_for(Duration::from_millis(200)).expect("step limit");
+    SpreadReport {
+        nodes: n,
+        converged,
+        rounds: gossip_totals(&sim, &ids).hops_max,
+        messages_per_node: (frames(&sim) - before) as f64 / n as f64,
+        spread_time: last.saturating_duration_since(start),
+        setup_wall,
+        spread_wall: spread.elapsed(),
+    }
+}
+
+/// What [`gossip_load_scenario`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct GossipLoadReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Keys written.
+    pub keys: usize,
+    /// Whether every node held the same map at the end.
+    pub converged: bool,
+    /// Per sampled key, time from its write until every node held it:
+    /// p50, p99, max.
+    pub convergence: [Duration; 3],
+    /// Anti-entropy bytes sent per node per period while writes went on.
+    pub entropy_bytes_per_node_period: f64,
+    /// The same once writes stopped and every node was in sync.
+    pub idle_entropy_bytes_per_node_period: f64,
+    /// Update bytes (tree frames and the rest) per node per key.
+    pub bytes_per_node_per_key: f64,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+/// `n` membership nodes with gossip; `keys` keys written from random
+/// nodes at `rate` a second with `loss` on every link (reliable frames are
+/// retransmitted, so loss costs time); every tenth key is watched on every
+/// node to time its convergence.
+// Wall time is one of the figures reported; the simulation itself reads
+// only its virtual clock.
+#[allow(clippy::disallowed_methods)]
+pub fn gossip_load_scenario(
+    n: usize,
+    keys: usize,
+    rate: u32,
+    loss: f64,
+    seed: u64,
+) -> GossipLoadReport {
+    let started = std::time::Instant::now();
+    let interval = Duration::from_secs(1);
+    let stack = Stack::new(membership::Config::default())
+        .with_gossip(gossip_config().with_interval(interval));
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        loss,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        10,
+        Duration::from_millis(100),
+        &stack,
+    );
+    sim.run_for(Duration::from_secs(10)).expect("step limit");
+    for id in &ids {
+        let _ = sim.rpc::<gossip::Behaviour>(*id, gossip::Request::Watch("s/".into()));
+    }
+    sim.take_events();
+    let base = gossip_totals(&sim, &ids);
+    let bytes_out = |sim: &Sim| -> u64 {
+        ids.iter()
+            .filter_map(|id| sim.node(*id))
+            .map(|net| net.stats().bytes_out)
+            .sum()
+    };
+    let bytes_before = bytes_out(&sim);
+    let write_start = sim.now();
+    let gap = Duration::from_secs(1) / rate.max(1);
+    let mut written = BTreeMap::new();
+    for k in 0..keys {
+        let key = if k % 10 == 0 {
+            format!("s/{k}")
+        } else {
+            format!("k/{k}")
+        };
+        let node = ids[rng.below(n as u64) as usize];
+        if k % 10 == 0 {
+            written.insert(key.clone(), sim.now());
+        }
+        gossip_update(
+            &mut sim,
+            node,
+            &key,
+            gossip::Op::Assign(bytes::Bytes::from(vec![k as u8; 32])),
+        );
+        sim.run_for(gap).expect("step limit");
+    }
+    let write_end = sim.now();
+    let deadline = sim.now() + Duration::from_secs(60);
+    let converged = sim
+        .run_until_cond(deadline, |s| gossip_converged(s, &ids))
+        .expect("step limit");
+    let busy = gossip_totals(&sim, &ids);
+    let periods = write_end
+        .saturating_duration_since(write_start)
+        .as_secs_f64()
+        / interval.as_secs_f64();
+    let entropy = (busy.entropy_bytes - base.entropy_bytes) as f64 / n as f64 / periods.max(1.0);
+    let bytes_per_key = (bytes_out(&sim) - bytes_before) as f64 / n as f64 / keys.max(1) as f64;
+    // Idle: ten periods in sync.
+    sim.run_for(Duration::from_secs(1)).expect("step limit");
+    let idle_base = gossip_totals(&sim, &ids).entropy_bytes;
+    sim.run_for(interval * 10).expect("step limit");
+    let idle = (gossip_totals(&sim, &ids).entropy_bytes - idle_base) as f64 / n as f64 / 10.0;
+    // Last arrival of each sampled key.
+    let mut last: BTreeMap<String, (usize, plexus_network::Instant)> = BTreeMap::new();
+    for e in sim.take_events() {
+        if let Ok(ev) = e.event.downcast::<gossip::Event>() {
+            let l = last.entry(ev.key).or_insert((0, e.at));
+            l.0 += 1;
+            l.1 = l.1.max(e.at);
+        }
+    }
+    let mut times: Vec<Duration> = written
+        .iter()
+        .map(|(k, at)| match last.get(k) {
+            // Every node but the writer reports it (the writer's own
+            // change is an event too).
+            Some((count, t)) if *count >= n => t.saturating_duration_since(*at),
+            _ => Duration::MAX,
+        })
+        .collect();
+    times.sort();
+    GossipLoadReport {
+        nodes: n,
+        keys,
+        converged,
+        convergence: [
+            percentile(&times, 50),
+            percentile(&times, 99),
+            times.last().copied().unwrap_or_default(),
+        ],
+        entropy_bytes_per_node_period: entropy,
+        idle_entropy_bytes_per_node_period: idle,
+        bytes_per_node_per_key: bytes_per_key,
+        wall: started.elapsed(),
+    }
+}
+
+/// What [`gossip_partition_scenario`] found.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionReport {
+    /// Virtual time from the heal until the overlay had a link between the
+    /// halves again (membership's part; `None`: not within the deadline).
+    pub relink: Option<Duration>,
+    /// Virtual time from that link until every node held the same map
+    /// (gossip's part; `None`: not within the deadline).
+    pub heal: Option<Duration>,
+    /// Keys that should be deleted but some node holds, as (node, key).
+    pub resurrected: Vec<(NodeId, String)>,
+    /// Keys that should exist but some node lacks, as (node, key).
+    pub missing: Vec<(NodeId, String)>,
+    /// Deletes made during the partition.
+    pub deletes: usize,
+}
+
+/// `n` membership nodes with gossip; keys written; the nodes split into
+/// halves for `split`, with writes and deletes on both sides every 500 ms;
+/// then healed. Checks every node against what the deletes imply: a key
+/// whose latest delete no update was made on top of (by a writer that
+/// had seen it) is gone everywhere; every other key written is present.
+pub fn gossip_partition_scenario(n: usize, split: Duration, seed: u64) -> PartitionReport {
+    let interval = Duration::from_secs(1);
+    let stack = Stack::new(membership::Config::default())
+        .with_gossip(gossip_config().with_interval(interval));
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        0.0,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        5,
+        Duration::from_millis(100),
+        &stack,
+    );
+    sim.run_for(Duration::from_secs(5)).expect("step limit");
+    let keys: Vec<String> = (0..16).map(|k| format!("k{k}")).collect();
+    // Per key: the incarnation each write left on its writer, and whether
+    // it was a delete. A key ends deleted iff its highest incarnation is a
+    // delete's and no update was made on top of it.
+    let mut ops: BTreeMap<String, Vec<(gossip::Hlc, bool)>> = BTreeMap::new();
+    let incarnation = |sim: &Sim, node: NodeId, key: &str| {
+        gossip_of(sim, node)
+            .and_then(|g| g.store().entry(key))
+            .map(|e| e.incarnation)
+            .unwrap_or_default()
+    };
+    for k in &keys {
+        let node = ids[rng.below(n as u64) as usize];
+        gossip_update(&mut sim, node, k, gossip::Op::Add(1));
+        ops.entry(k.clone())
+            .or_default()
+            .push((incarnation(&sim, node, k), false));
+        sim.run_for(Duration::from_millis(20)).expect("step limit");
+    }
+    sim.run_for(Duration::from_secs(2)).expect("step limit");
+    let mut shuffled = ids.clone();
+    rng.shuffle(&mut shuffled);
+    let (a, b) = shuffled.split_at(n / 2);
+    let sides = [a.to_vec(), b.to_vec()];
+    sim.partition(&sides);
+    let end = sim.now() + split;
+    let mut deletes = 0;
+    while sim.now() < end {
+        for members in &sides {
+            let node = members[rng.below(members.len() as u64) as usize];
+            let key = &keys[rng.below(keys.len() as u64) as usize];
+            let delete = rng.below(3) == 0;
+            if delete {
+                gossip_delete(&mut sim, node, key);
+                deletes += 1;
+            } else {
+                gossip_update(&mut sim, node, key, gossip::Op::Add(1));
+            }
+            ops.entry(key.clone())
+                .or_default()
+                .push((incarnation(&sim, node, key), delete));
+            sim.run_for(Duration::from_millis(1)).expect("step limit");
+        }
+        sim.run_for(Duration::from_millis(500)).expect("step limit");
+    }
+    sim.heal();
+    let healed_at = sim.now();
+    let deadline = healed_at + Duration::from_secs(120);
+    // The overlay first: membership reconnects the halves.
+    let side_a: BTreeSet<NodeId> = sides[0].iter().copied().collect();
+    let bridged = |s: &Sim| {
+        views(s)
+            .iter()
+            .any(|(a, view)| side_a.contains(a) && view.iter().any(|b| !side_a.contains(b)))
+    };
+    let linked = sim.run_until_cond(deadline, bridged).expect("step limit");
+    let relinked_at = sim.now();
+    let done = linked
+        && sim
+            .run_until_cond(deadline, |s| gossip_converged(s, &ids))
+            .expect("step limit");
+    let heal = done.then(|| sim.now().saturating_duration_since(relinked_at));
+    let relink = linked.then(|| relinked_at.saturating_duration_since(healed_at));
+    // A few more periods, then check every node.
+    sim.run_for(interval * 3).expect("step limit");
+    let mut report = PartitionReport {
+        heal,
+        relink,
+        deletes,
+        ..PartitionReport::default()
+    };
+    for (key, list) in &ops {
+        let top = list.iter().map(|o| o.0).max().unwrap_or_default();
+        let gone =
+            list.iter().any(|o| o.1 && o.0 == top) && !list.iter().any(|o| !o.1 && o.0 == top);
+        for id in &ids {
+            let present = gossip_of(&sim, *id).is_some_and(|g| g.get(key).is_some());
+            if gone && present {
+                report.resurrected.push((*id, key.to_string()));
+            }
+            if !gone && !present {
+                report.missing.push((*id, key.to_string()));
+            }
+        }
+    }
+    report
 }
