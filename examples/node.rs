@@ -18,7 +18,7 @@ use bytes::Bytes;
 use clap::Parser;
 use common::{parse_addr, parse_seed, Seed, Signals};
 use plexus::behaviours::pubsub::Topic;
-use plexus::behaviours::{broadcast, membership, pubsub};
+use plexus::behaviours::{broadcast, gossip, membership, pubsub};
 use plexus::ping;
 use plexus::router::{dv, StaticRouter};
 use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
@@ -42,6 +42,8 @@ enum Behaviour {
     Broadcast,
     /// Publish and subscribe by topic (needs membership).
     Pubsub,
+    /// A replicated key-value map of CRDTs (needs membership).
+    Gossip,
 }
 
 #[derive(Parser, Debug)]
@@ -76,6 +78,7 @@ fn check(args: &Args) -> Result<(), String> {
     for (b, name) in [
         (Behaviour::Broadcast, "broadcast"),
         (Behaviour::Pubsub, "pubsub"),
+        (Behaviour::Gossip, "gossip"),
     ] {
         if has(b) && !has(Behaviour::Membership) {
             return Err(format!(
@@ -158,6 +161,12 @@ async fn run(args: Args) -> Result<(), String> {
     if has(Behaviour::Pubsub) {
         builder = builder.behavior(pubsub::Behaviour::new(pubsub::Config::default()));
     }
+    if has(Behaviour::Gossip) {
+        // Every change of the replicated map is printed.
+        builder = builder.behavior(gossip::Behaviour::<gossip::Value>::new(
+            gossip::Config::default().with_watch(""),
+        ));
+    }
     // Seeds are bootstrap peers: dialled at once, retried with backoff while
     // they fail (each failure printed with its reason), dialled again if the
     // node is ever left with no connection.
@@ -184,7 +193,7 @@ async fn run(args: Args) -> Result<(), String> {
         println!("subscribed to {t}");
     }
     if has(Behaviour::Broadcast) || has(Behaviour::Pubsub) || has(Behaviour::Membership) {
-        println!("commands: broadcast <text> | publish <topic> <text> | peers");
+        println!("commands: {COMMANDS}");
     }
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -214,6 +223,8 @@ async fn run(args: Args) -> Result<(), String> {
                     } else if let Some(p) = e.downcast_ref::<pubsub::Event>() {
                         let topic = names.get(&p.topic).cloned().unwrap_or_else(|| p.topic.to_string());
                         println!("{topic} from {} ({} hops): {}", p.id.author, p.hops, String::from_utf8_lossy(&p.payload));
+                    } else if let Some(g) = e.downcast_ref::<gossip::Event>() {
+                        println!("{} = {}", g.key, show(g.value.as_ref()));
                     } else if let Some(m) = e.downcast_ref::<membership::Event>() {
                         match m {
                             membership::NeighborEvent::Up { node: peer, .. } => log::info!("overlay neighbour {peer} up"),
@@ -252,6 +263,71 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// What can be typed on stdin.
+const COMMANDS: &str = "broadcast <text> | publish <topic> <text> | peers | \
+set <key> <text> | incr <key> [n] | add <key> <item> | remove <key> <item> | del <key> | get <key>";
+
+/// A gossip value as text.
+fn show(v: Option<&gossip::Value>) -> String {
+    match v {
+        None => "(deleted)".into(),
+        Some(gossip::Value::Lww(r)) => String::from_utf8_lossy(r.get()).into_owned(),
+        Some(gossip::Value::PnCounter(c)) => c.value().to_string(),
+        Some(gossip::Value::GCounter(c)) => c.value().to_string(),
+        Some(gossip::Value::OrSet(s)) => {
+            let items: Vec<String> = s
+                .elements()
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+/// A gossip command: `set`, `incr`, `add`, `remove`, `del`, `get`.
+async fn gossip_command(node: &NodeHandle, verb: &str, rest: &str) -> Result<String, String> {
+    let (key, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+    if key.is_empty() {
+        return Err(format!("usage: {verb} <key> …"));
+    }
+    let key = key.to_owned();
+    let text = || bytes::Bytes::from(arg.to_owned());
+    let req = match verb {
+        "set" => gossip::Request::Update {
+            key,
+            op: gossip::Op::Assign(text()),
+        },
+        "incr" => {
+            let n = if arg.is_empty() {
+                1
+            } else {
+                arg.parse::<i64>()
+                    .map_err(|_| format!("incr: {arg:?} is not a whole number"))?
+            };
+            gossip::Request::Update {
+                key,
+                op: gossip::Op::Add(n),
+            }
+        }
+        "add" => gossip::Request::Update {
+            key,
+            op: gossip::Op::Insert(text()),
+        },
+        "remove" => gossip::Request::Update {
+            key,
+            op: gossip::Op::Remove(text()),
+        },
+        "del" => gossip::Request::Delete(key),
+        _ => gossip::Request::Get(key),
+    };
+    match node.rpc::<gossip::Behaviour>(req).await {
+        Ok(gossip::Response::Value(v)) => Ok(format!("{rest} = {}", show(v.as_ref()))),
+        Ok(_) => Ok("ok".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One line typed on stdin.
 async fn command(node: &NodeHandle, line: &str) {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -286,10 +362,15 @@ async fn command(node: &NodeHandle, line: &str) {
                 }
                 other => format!("{other:?}"),
             }),
+        "set" | "incr" | "add" | "remove" | "del" | "get" => {
+            match gossip_command(node, verb, rest).await {
+                Ok(r) => println!("{r}"),
+                Err(e) => println!("{verb}: {e}"),
+            }
+            return;
+        }
         other => {
-            println!(
-                "unknown command {other:?}: broadcast <text> | publish <topic> <text> | peers"
-            );
+            println!("unknown command {other:?}: {COMMANDS}");
             return;
         }
     };

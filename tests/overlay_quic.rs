@@ -1,4 +1,4 @@
-//! Membership, broadcast, pubsub and ping over real QUIC on 127.0.0.1:
+//! Membership, broadcast, pubsub, gossip and ping over real QUIC on 127.0.0.1:
 //! five nodes join through one seed, form one overlay and deliver; one is
 //! restarted (same identity, new port) and the overlay takes it back.
 //! Tests wait on the nodes' events with a generous timeout that only fails
@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use plexus::behaviours::pubsub::Topic;
-use plexus::behaviours::{broadcast, membership, pubsub};
+use plexus::behaviours::{broadcast, gossip, membership, pubsub};
 use plexus::ping;
 use plexus::router::StaticRouter;
 use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig, Transport};
@@ -30,6 +30,8 @@ struct Seen {
     published: BTreeMap<(NodeId, Bytes), u32>,
     /// Nodes that measured an RTT to `peer`.
     rtt: BTreeSet<(NodeId, NodeId)>,
+    /// Each node's gossip map, from its change events (every key watched).
+    maps: BTreeMap<NodeId, BTreeMap<String, Option<gossip::Value>>>,
 }
 
 impl Seen {
@@ -126,7 +128,10 @@ impl Cluster {
             .behavior(ping::Behaviour::new(ping::Config::default()))
             .behavior(membership::Behaviour::new(membership::Config::default()))
             .behavior(broadcast::Behaviour::new(broadcast::Config::default()))
-            .behavior(pubsub::Behaviour::new(pubsub::Config::default()));
+            .behavior(pubsub::Behaviour::new(pubsub::Config::default()))
+            .behavior(gossip::Behaviour::<gossip::Value>::new(
+                gossip::Config::default().with_watch(""),
+            ));
         if let Some((node, addr)) = seed {
             builder = builder.bootstrap(node, addr);
         }
@@ -166,6 +171,7 @@ impl Cluster {
         self.seen.views.remove(&id);
         self.seen.broadcast.retain(|(n, _), _| *n != id);
         self.seen.published.retain(|(n, _), _| *n != id);
+        self.seen.maps.remove(&id);
     }
 
     /// Takes events until `done` holds; panics after [`WAIT`].
@@ -210,6 +216,12 @@ impl Cluster {
                     .published
                     .entry((node, p.payload.clone()))
                     .or_default() += 1;
+            } else if let Some(g) = e.downcast_ref::<gossip::Event>() {
+                self.seen
+                    .maps
+                    .entry(node)
+                    .or_default()
+                    .insert(g.key.clone(), g.value.clone());
             } else if let Some(p) = e.downcast_ref::<ping::Event>() {
                 if p.result.is_ok() {
                     self.seen.rtt.insert((node, p.peer));
@@ -363,6 +375,79 @@ async fn pubsub_delivers_to_every_subscriber_once_across_a_restart() {
             .filter(|(_, n)| **n > 1)
             .collect::<Vec<_>>()
     );
+    for i in 0..NODES {
+        c.stop(i).await;
+    }
+}
+
+fn count(v: Option<&Option<gossip::Value>>) -> i64 {
+    match v {
+        Some(Some(gossip::Value::PnCounter(c))) => c.value(),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_converges_on_every_node_across_a_restart() {
+    let mut c = Cluster::start().await;
+    c.one_overlay().await;
+    let write_all = |c: &Cluster, round: usize| {
+        let handles: Vec<NodeHandle> = (0..NODES).map(|i| c.handle(i).clone()).collect();
+        async move {
+            for (i, h) in handles.iter().enumerate() {
+                let add = gossip::Request::Update {
+                    key: "hits".into(),
+                    op: gossip::Op::Add(1),
+                };
+                h.rpc::<gossip::Behaviour>(add).await.expect("update");
+                let set = gossip::Request::Update {
+                    key: format!("r{round}-{i}"),
+                    op: gossip::Op::Assign(payload("v", i)),
+                };
+                h.rpc::<gossip::Behaviour>(set).await.expect("update");
+            }
+            let del = gossip::Request::Delete(format!("r{round}-0"));
+            handles[1]
+                .rpc::<gossip::Behaviour>(del)
+                .await
+                .expect("delete");
+        }
+    };
+    let converged = |round: usize, hits: i64| {
+        move |s: &Seen, live: &BTreeSet<NodeId>| {
+            live.iter().all(|n| {
+                s.maps.get(n).is_some_and(|m| {
+                    count(m.get("hits")) == hits
+                        && (0..=round).all(|r| {
+                            matches!(m.get(&format!("r{r}-0")), None | Some(None))
+                                && (1..NODES)
+                                    .all(|i| matches!(m.get(&format!("r{r}-{i}")), Some(Some(_))))
+                        })
+                })
+            })
+        }
+    };
+    write_all(&c, 0).await;
+    c.until("every node to hold round 0", converged(0, NODES as i64))
+        .await;
+    // Node 4 goes away with what it wrote, comes back empty as itself,
+    // and gets everything back (its own old increments included).
+    c.restart(4).await;
+    write_all(&c, 1).await;
+    c.until(
+        "every node, the restarted one too, to hold round 1",
+        converged(1, 2 * NODES as i64),
+    )
+    .await;
+    let mut values = BTreeSet::new();
+    for i in 0..NODES {
+        let get = gossip::Request::Get("hits".into());
+        match c.handle(i).rpc::<gossip::Behaviour>(get).await.unwrap() {
+            gossip::Response::Value(v) => values.insert(format!("{v:?}")),
+            other => panic!("{other:?}"),
+        };
+    }
+    assert_eq!(values.len(), 1, "one value everywhere: {values:?}");
     for i in 0..NODES {
         c.stop(i).await;
     }

@@ -912,8 +912,8 @@ pub struct GossipLoadReport {
 
 /// `n` membership nodes with gossip; `keys` keys written from random
 /// nodes at `rate` a second with `loss` on every link (reliable frames are
-/// retransmitted, so loss costs time); every tenth key is watched on every
-/// node to time its convergence.
+/// retransmitted, so loss costs time); every hundredth key is watched on
+/// every node to time its convergence.
 // Wall time is one of the figures reported; the simulation itself reads
 // only its virtual clock.
 #[allow(clippy::disallowed_methods)]
@@ -962,13 +962,13 @@ pub fn gossip_load_scenario(
     let gap = Duration::from_secs(1) / rate.max(1);
     let mut written = BTreeMap::new();
     for k in 0..keys {
-        let key = if k % 10 == 0 {
+        let key = if k % 100 == 0 {
             format!("s/{k}")
         } else {
             format!("k/{k}")
         };
         let node = ids[rng.below(n as u64) as usize];
-        if k % 10 == 0 {
+        if k % 100 == 0 {
             written.insert(key.clone(), sim.now());
         }
         gossip_update(

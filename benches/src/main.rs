@@ -172,6 +172,54 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Gossip: one update on `nodes` nodes each dialling `fanout` others,
+    /// with loss (the gossiper crate's published scenario).
+    GossipSpread {
+        /// Nodes.
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Dials per node (about twice as many neighbours).
+        #[arg(long, default_value_t = 3)]
+        fanout: usize,
+        /// Loss on every link.
+        #[arg(long, default_value_t = 0.1)]
+        loss: f64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Gossip over membership: keys written at a steady rate, with loss;
+    /// convergence time and anti-entropy bytes.
+    Gossip {
+        /// Nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Keys written.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Keys written per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Loss on every link.
+        #[arg(long, default_value_t = 0.1)]
+        loss: f64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Gossip across a partition into halves with writes and deletes on
+    /// both sides, healed: relink and convergence times, resurrected keys.
+    GossipPartition {
+        /// Nodes.
+        #[arg(long, default_value_t = 16)]
+        nodes: usize,
+        /// How long the partition lasts, seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+    },
     /// 2, 3, 5 and 10 nodes joining one at a time in random order and
     /// timing: all join, all deliver a broadcast from each.
     Swarms {
@@ -482,6 +530,24 @@ fn main() {
             seed,
         } => overlay::pubsub(nodes, seed, topics, per_topic, publications, loss, churn),
         Workload::Swarms { seeds } => overlay::swarms(seeds),
+        Workload::GossipSpread {
+            nodes,
+            fanout,
+            loss,
+            seed,
+        } => overlay::gossip_spread(nodes.max(2), fanout, loss, seed),
+        Workload::Gossip {
+            nodes,
+            keys,
+            rate,
+            loss,
+            seed,
+        } => overlay::gossip_load(nodes.max(2), keys, rate, loss, seed),
+        Workload::GossipPartition {
+            nodes,
+            seconds,
+            seeds,
+        } => overlay::gossip_partition(nodes.max(2), seconds, seeds),
         Workload::Pubsub {
             nodes,
             publications,

@@ -120,3 +120,71 @@ pub(crate) fn swarms(seeds: u64) {
         t.elapsed().as_secs_f64()
     );
 }
+
+pub(crate) fn gossip_spread(nodes: usize, fanout: usize, loss: f64, seed: u64) {
+    let r = sim_support::gossip_spread_scenario(nodes, fanout, loss, seed);
+    println!(
+        "workload=gossip-spread nodes={} fanout={fanout} loss={loss} converged={} rounds={} \
+         messages_per_node={:.2} spread_ms={:.0} setup_wall_s={:.2} spread_wall_s={:.3} \
+         peak_rss_mib={}",
+        r.nodes,
+        r.converged,
+        r.rounds,
+        r.messages_per_node,
+        ms(r.spread_time),
+        r.setup_wall.as_secs_f64(),
+        r.spread_wall.as_secs_f64(),
+        peak_mib()
+    );
+}
+
+pub(crate) fn gossip_load(nodes: usize, keys: usize, rate: u32, loss: f64, seed: u64) {
+    let r = sim_support::gossip_load_scenario(nodes, keys, rate, loss, seed);
+    println!(
+        "workload=gossip nodes={} keys={} rate={rate}/s loss={loss} converged={} \
+         convergence_p50_ms={:.0} p99_ms={:.0} max_ms={:.0} \
+         entropy_bytes_per_node_period={:.0} idle_entropy_bytes_per_node_period={:.1} \
+         bytes_per_node_per_key={:.0} wall_s={:.1} peak_rss_mib={}",
+        r.nodes,
+        r.keys,
+        r.converged,
+        ms(r.convergence[0]),
+        ms(r.convergence[1]),
+        ms(r.convergence[2]),
+        r.entropy_bytes_per_node_period,
+        r.idle_entropy_bytes_per_node_period,
+        r.bytes_per_node_per_key,
+        r.wall.as_secs_f64(),
+        peak_mib()
+    );
+}
+
+pub(crate) fn gossip_partition(nodes: usize, seconds: u64, seeds: u64) {
+    let t = wall();
+    let (mut relink, mut heal) = (Vec::new(), Vec::new());
+    let (mut resurrected, mut missing, mut stuck) = (0, 0, 0);
+    for seed in 1..=seeds {
+        let r = sim_support::gossip_partition_scenario(nodes, Duration::from_secs(seconds), seed);
+        resurrected += r.resurrected.len();
+        missing += r.missing.len();
+        match (r.relink, r.heal) {
+            (Some(l), Some(h)) => {
+                relink.push(l);
+                heal.push(h);
+            }
+            _ => stuck += 1,
+        }
+    }
+    relink.sort();
+    heal.sort();
+    println!(
+        "workload=gossip-partition nodes={nodes} split_s={seconds} seeds={seeds} not_converged={stuck} \
+         resurrected={resurrected} missing={missing} relink_p50_ms={:.0} relink_max_ms={:.0} \
+         converge_after_relink_p50_ms={:.0} max_ms={:.0} wall_s={:.1}",
+        ms(sim_support::percentile(&relink, 50)),
+        ms(relink.last().copied().unwrap_or_default()),
+        ms(sim_support::percentile(&heal, 50)),
+        ms(heal.last().copied().unwrap_or_default()),
+        t.elapsed().as_secs_f64()
+    );
+}

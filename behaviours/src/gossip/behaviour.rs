@@ -44,6 +44,7 @@ impl<V: Crdt> Behaviour<V> {
     pub fn new(config: Config) -> Self {
         Behaviour {
             store: Store::new(config.max_keys),
+            watches: config.watch.iter().cloned().collect(),
             clock: HlcClock::new(NodeId(0), config.max_drift.as_millis() as u64),
             hood: Neighbourhood::new(config.neighbours),
             config,
@@ -52,7 +53,6 @@ impl<V: Crdt> Behaviour<V> {
             tree: None,
             next_seq: 0,
             armed: None,
-            watches: BTreeSet::new(),
             stats: GossipStats::default(),
             turn: 0,
             hurried: false,

@@ -144,6 +144,7 @@ pub struct Config {
     pub(crate) max_key_len: usize,
     pub(crate) max_entries: usize,
     pub(crate) max_summary_keys: usize,
+    pub(crate) watch: Vec<String>,
 }
 
 impl Default for Config {
@@ -151,7 +152,7 @@ impl Default for Config {
         Config {
             service: crate::services::GOSSIP,
             neighbours: Neighbours::Membership,
-            tree: PlumtreeConfig::default(),
+            tree: tree_defaults(),
             interval: Duration::from_secs(1),
             clock: Clock::System,
             max_drift: Duration::from_secs(60),
@@ -160,7 +161,25 @@ impl Default for Config {
             max_key_len: 1024,
             max_entries: 256,
             max_summary_keys: 4096,
+            watch: Vec::new(),
         }
+    }
+}
+
+/// Gossip's tree keeps less than broadcast's: the store holds every
+/// state and anti-entropy repairs what a tree misses, and merging a state
+/// twice is harmless. So payloads are kept 10 s for grafts (at most 1024),
+/// ids 20 s, and a new neighbour is sent the ids of the last 10 s only (at
+/// most 256; anti-entropy covers the rest).
+fn tree_defaults() -> PlumtreeConfig {
+    PlumtreeConfig {
+        cache_max: 1024,
+        cache_ttl: Duration::from_secs(10),
+        seen_max: 16_384,
+        seen_ttl: Duration::from_secs(20),
+        catch_up: Duration::from_secs(10),
+        catch_up_max: 256,
+        ..PlumtreeConfig::default()
     }
 }
 
@@ -175,7 +194,9 @@ impl Config {
         self.neighbours = n;
         self
     }
-    /// The update tree's settings. Default [`PlumtreeConfig::default`].
+    /// The update tree's settings. Default: [`PlumtreeConfig::default`]
+    /// with smaller caches (payloads 1024 for 10 s, ids 16,384 for 20 s)
+    /// and a shorter catch-up for new neighbours (anti-entropy covers them).
     pub fn with_tree(mut self, tree: PlumtreeConfig) -> Self {
         self.tree = tree;
         self
@@ -216,6 +237,13 @@ impl Config {
     /// Most entries (and wanted keys) in one anti-entropy message. Default 256.
     pub fn with_max_entries(mut self, n: usize) -> Self {
         self.max_entries = n.max(1);
+        self
+    }
+    /// Watch a key prefix from the start (as [`Request::Watch`] does
+    /// later): no change is missed, however early state arrives. `""`
+    /// watches every key. Repeatable; default none.
+    pub fn with_watch(mut self, prefix: impl Into<String>) -> Self {
+        self.watch.push(prefix.into());
         self
     }
     /// Most key summaries in one anti-entropy message. Default 4096.
