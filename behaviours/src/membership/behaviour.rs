@@ -223,6 +223,9 @@ impl Behaviour {
         } else {
             self.add_passive(agent, node, addrs);
         }
+        if self.active.is_empty() && !self.recall_armed {
+            self.arm_recall(agent);
+        }
     }
 
     fn add_passive(&mut self, agent: &mut Agent<'_>, node: NodeId, addrs: Vec<Address>) {
@@ -425,9 +428,7 @@ impl Behaviour {
             },
         );
         if !self.recall_armed {
-            self.recall_armed = true;
-            let d = jitter(agent, RECALL_EVERY);
-            agent.schedule_after(d, RECALL);
+            self.arm_recall(agent);
         }
     }
 
@@ -437,10 +438,16 @@ impl Behaviour {
     fn recall(&mut self, agent: &mut Agent<'_>) {
         let now = agent.now();
         self.lost.retain(|_, l| now - l.since < RECALL_FOR);
+        // A node with no neighbour at all ignores the backoff and also
+        // joins again through a contact, every second, until it is back.
+        let alone = self.active.is_empty();
+        if alone && self.asking.is_empty() {
+            self.rejoin(agent);
+        }
         let due: Vec<NodeId> = self
             .lost
             .iter()
-            .filter(|(n, l)| l.next <= now && !self.active.contains_key(n))
+            .filter(|(n, l)| (alone || l.next <= now) && !self.active.contains_key(n))
             .map(|(n, _)| *n)
             .collect();
         if let Some(node) = Self::pick(agent, &due) {
@@ -460,9 +467,21 @@ impl Behaviour {
                 self.ask(agent, node, addrs, priority);
             }
         }
-        self.recall_armed = !self.lost.is_empty();
+        self.arm_recall(agent);
+    }
+
+    /// Keeps the recall timer running while there are lost neighbours to
+    /// try or the node has none: every [`RECALL_EVERY`], or every second
+    /// when alone.
+    fn arm_recall(&mut self, agent: &mut Agent<'_>) {
+        self.recall_armed = !self.lost.is_empty() || self.active.is_empty();
         if self.recall_armed {
-            let d = jitter(agent, RECALL_EVERY);
+            let every = if self.active.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                RECALL_EVERY
+            };
+            let d = jitter(agent, every);
             agent.schedule_after(d, RECALL);
         }
     }

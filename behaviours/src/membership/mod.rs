@@ -46,7 +46,8 @@
 //!   themselves stays closed off (plain HyParView can leave such islands).
 //! - **Partitions**: a neighbour that failed (rather than left) is
 //!   remembered (at most twice the active size, for 10 minutes) and dialled
-//!   again on a backoff from 5 s to 60 s, asking to swap in. The two sides
+//!   again on a backoff from 5 s to 60 s, asking to swap in; a node left
+//!   with no neighbour at all tries them, and a contact, every second. The two sides
 //!   of a healed partition know each other through little else: their
 //!   failed dials during the split purged each other from the passive
 //!   views. Measured: 16 nodes split for 60 s relink within 25 s of the
