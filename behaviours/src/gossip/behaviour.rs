@@ -73,6 +73,7 @@ impl<V: Crdt> Behaviour<V> {
     pub fn stats(&self) -> GossipStats {
         let mut s = self.stats.clone();
         s.keys = self.store.len() as u64;
+        s.neighbours = self.hood.len() as u64;
         s.tombstones = self.store.tombstones() as u64;
         if let Some(t) = &self.tree {
             let ts = t.stats();
@@ -121,7 +122,8 @@ impl<V: Crdt> Behaviour<V> {
             value: None,
         });
         change(&mut entry, origin)?;
-        match self.store.join(&key, &entry) {
+        let now_ms = self.physical_ms(agent.now());
+        match self.store.join(&key, &entry, now_ms) {
             Ok(true) => {
                 self.changed(agent, &key);
                 self.spread(agent, Delta { key, entry });
@@ -165,7 +167,7 @@ impl<V: Crdt> Behaviour<V> {
         {
             return false; // a tombstone every node has collected by now
         }
-        match self.store.join(&delta.key, e) {
+        match self.store.join(&delta.key, e, now_ms) {
             Ok(true) => {
                 self.changed(agent, &delta.key);
                 true
@@ -359,7 +361,7 @@ impl<V: Crdt> Behaviour<V> {
                     .map(|(kh, _)| *kh)
                     .take(max)
                     .collect();
-                let entries = self.deltas(&push);
+                let entries = self.deltas(agent.now(), &push);
                 self.stats.entries_sent += entries.len() as u64;
                 if !entries.is_empty() || !want.is_empty() {
                     self.send_entropy(agent, conn, Message::Entries { entries, want });
@@ -367,9 +369,15 @@ impl<V: Crdt> Behaviour<V> {
             }
             Message::Entries { entries, want } => {
                 self.stats.entries_received += entries.len() as u64;
+                // News that had been settled at the sender for a period is
+                // news this side of the overlay missed (a partition, a late
+                // join): spread it. Younger news is likely still on its way
+                // through the tree here; spreading it again would double
+                // the traffic of every write.
+                let settled = self.config.interval.as_millis() as u64;
                 let mut fresh = Vec::new();
-                for d in &entries {
-                    if self.absorb(agent, d) {
+                for (d, age) in &entries {
+                    if self.absorb(agent, d) && u64::from(*age) >= settled {
                         fresh.push(d.key.clone());
                     }
                 }
@@ -386,7 +394,7 @@ impl<V: Crdt> Behaviour<V> {
                     }
                 }
                 let want: Vec<u64> = want.into_iter().take(self.config.max_entries).collect();
-                let entries = self.deltas(&want);
+                let entries = self.deltas(agent.now(), &want);
                 if !entries.is_empty() {
                     self.stats.entries_sent += entries.len() as u64;
                     self.send_entropy(
@@ -410,13 +418,20 @@ impl<V: Crdt> Behaviour<V> {
         agent.send_to_conn(conn, msg);
     }
 
-    fn deltas(&self, hashes: &[u64]) -> Vec<Delta<V>> {
+    /// The entries with these key hashes, each with how long ago (ms) it
+    /// last changed here.
+    fn deltas(&self, now: Instant, hashes: &[u64]) -> Vec<(Delta<V>, u32)> {
+        let now_ms = self.physical_ms(now);
         hashes
             .iter()
             .filter_map(|h| self.store.by_hash(*h))
-            .map(|(k, e)| Delta {
-                key: k.to_owned(),
-                entry: e.clone(),
+            .map(|(k, e)| {
+                let age = now_ms.saturating_sub(self.store.changed_ms(k).unwrap_or(now_ms));
+                let delta = Delta {
+                    key: k.to_owned(),
+                    entry: e.clone(),
+                };
+                (delta, u32::try_from(age).unwrap_or(u32::MAX))
             })
             .collect()
     }
@@ -472,8 +487,7 @@ impl<V: Crdt> NetworkBehavior for Behaviour<V> {
     }
 
     fn on_disconnected(&mut self, agent: &mut BehaviorAgent<'_, Self>, info: ConnectionInfo) {
-        let others: Vec<ConnectionInfo> = agent.connections().cloned().collect();
-        let change = self.hood.on_disconnected(&info, others.iter());
+        let change = self.hood.on_disconnected(&info, agent.connections());
         self.on_change(agent, change);
     }
 

@@ -16,8 +16,11 @@
 //!   lacks or holds differently and the key hashes it wants back. What a
 //!   round sends grows with what differs, never with the number of nodes:
 //!   there is no per-node version vector anywhere. Entries that
-//!   anti-entropy brings are new on this node's side too (after a
-//!   partition, a late join), so they are pushed on over the tree.
+//!   anti-entropy brings and that had not changed at the sender for a
+//!   period are likely new on this node's whole side too (after a
+//!   partition, a late join), so they are pushed on over the tree (younger
+//!   ones are likely still on their way through it), and the node syncs
+//!   with its next neighbour at once instead of a period later.
 //!
 //! # Deletes
 //! A delete writes a tombstone with a new *incarnation* (its stamp);
@@ -112,8 +115,9 @@ pub enum Message<V: Crdt> {
     /// 4 and 5: entries the other lacks or holds differently, and the key
     /// hashes wanted back.
     Entries {
-        /// Entries.
-        entries: Vec<Delta<V>>,
+        /// Entries, each with how long ago (ms) it last changed at the
+        /// sender.
+        entries: Vec<(Delta<V>, u32)>,
         /// Key hashes to send back.
         want: Vec<u64>,
     },
@@ -308,6 +312,8 @@ pub enum Response<V: Crdt = Value> {
 /// Gossip's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GossipStats {
+    /// Neighbours now.
+    pub neighbours: u64,
     /// Keys held, tombstones included.
     pub keys: u64,
     /// Tombstones held.

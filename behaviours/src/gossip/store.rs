@@ -73,6 +73,8 @@ struct Slot<V: Crdt> {
     entry: Entry<V>,
     /// `mix(key hash ^ entry hash)`: what the bucket digest XORs in.
     digest: u64,
+    /// When it last changed here (the caller's milliseconds).
+    changed_ms: u64,
 }
 
 /// Why the store refused an update.
@@ -172,9 +174,14 @@ impl<V: Crdt> Store<V> {
         Some((k.as_str(), &self.entries.get(k)?.entry))
     }
 
-    /// Joins `entry` into `key`. `Ok(true)` if the key changed; a new key
-    /// when `max_keys` are held is refused.
-    pub fn join(&mut self, key: &str, entry: &Entry<V>) -> Result<bool, StoreError> {
+    /// When `key` last changed here (as `now_ms` said at the time).
+    pub fn changed_ms(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|s| s.changed_ms)
+    }
+
+    /// Joins `entry` into `key` at `now_ms`. `Ok(true)` if the key
+    /// changed; a new key when `max_keys` are held is refused.
+    pub fn join(&mut self, key: &str, entry: &Entry<V>, now_ms: u64) -> Result<bool, StoreError> {
         let kh = key_hash(key);
         match self.entries.get_mut(key) {
             Some(slot) => {
@@ -182,6 +189,7 @@ impl<V: Crdt> Store<V> {
                     return Ok(false);
                 }
                 let old = slot.digest;
+                slot.changed_ms = now_ms;
                 slot.digest = mix(kh ^ stable_hash(&slot.entry));
                 let new = slot.digest;
                 self.flip(kh, old ^ new);
@@ -197,6 +205,7 @@ impl<V: Crdt> Store<V> {
                     Slot {
                         entry: entry.clone(),
                         digest,
+                        changed_ms: now_ms,
                     },
                 );
                 if let Some(other) = self.by_hash.insert(kh, key.to_owned()) {
@@ -287,20 +296,20 @@ mod tests {
             incarnation: stamp(5),
             value: None,
         };
-        a.join("x", &counter(1)).unwrap();
-        a.join("y", &counter(2)).unwrap();
-        a.join("x", &tomb).unwrap();
-        b.join("x", &tomb).unwrap();
-        b.join("y", &counter(2)).unwrap();
-        assert!(!b.join("x", &counter(1)).unwrap(), "the delete wins");
+        a.join("x", &counter(1), 0).unwrap();
+        a.join("y", &counter(2), 0).unwrap();
+        a.join("x", &tomb, 0).unwrap();
+        b.join("x", &tomb, 0).unwrap();
+        b.join("y", &counter(2), 0).unwrap();
+        assert!(!b.join("x", &counter(1), 0).unwrap(), "the delete wins");
         assert_eq!(a.root(), b.root());
         assert_eq!(a.buckets(), b.buckets());
         b.remove("y");
         assert_ne!(a.root(), b.root());
-        b.join("y", &counter(2)).unwrap();
+        b.join("y", &counter(2), 0).unwrap();
         assert_eq!(a.root(), b.root());
         let mut c = Store::<Value>::new(1);
-        c.join("x", &tomb).unwrap();
-        assert_eq!(c.join("y", &tomb), Err(StoreError::Full(1)));
+        c.join("x", &tomb, 0).unwrap();
+        assert_eq!(c.join("y", &tomb, 0), Err(StoreError::Full(1)));
     }
 }
