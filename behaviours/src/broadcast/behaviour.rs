@@ -1,15 +1,14 @@
 //! One Plumtree over the node's overlay neighbours.
 
 use super::plumtree::{Action, MsgId, Plumtree};
-use super::{Config, Event, Message, Neighbours, Request, Response};
-use crate::membership::NeighborEvent;
+use super::{Config, Event, Message, Request, Response};
+use crate::neighbourhood::{Change, Neighbourhood};
 use bytes::Bytes;
 use plexus_network::{
-    Answer, BehaviorAgent, ConnId, ConnectionInfo, DropReason, DropReport, Incoming, Instant,
+    Answer, BehaviorAgent, ConnectionInfo, DropReason, DropReport, Incoming, Instant,
     NetworkBehavior, NoHandler, NodeId, RouteRule, ServiceId,
 };
 use std::any::Any;
-use std::collections::BTreeMap;
 
 /// The tree's timer.
 const TREE: u64 = 0;
@@ -20,7 +19,7 @@ pub struct Behaviour {
     config: Config,
     tree: Option<Plumtree<Bytes>>,
     /// Neighbours and the connection each is reached on.
-    neighbours: BTreeMap<NodeId, ConnId>,
+    hood: Neighbourhood,
     next_seq: u64,
     armed: Option<Instant>,
 }
@@ -29,9 +28,9 @@ impl Behaviour {
     /// A broadcast behaviour with these settings.
     pub fn new(config: Config) -> Self {
         Behaviour {
+            hood: Neighbourhood::new(config.neighbours),
             config,
             tree: None,
-            neighbours: BTreeMap::new(),
             next_seq: 0,
             armed: None,
         }
@@ -48,24 +47,22 @@ impl Behaviour {
             .get_or_insert_with(|| Plumtree::new(local, cfg.clone()))
     }
 
-    fn up(&mut self, agent: &mut BehaviorAgent<'_, Self>, node: NodeId, conn: ConnId) {
+    /// Follows a change of the neighbours: a peer on a new connection may
+    /// have restarted, so the tree starts over with it (it gets the recent
+    /// ids again, to graft what it lacks).
+    fn on_change(&mut self, agent: &mut BehaviorAgent<'_, Self>, change: Change) {
         let now = agent.now();
-        let tree = self
-            .tree
-            .get_or_insert_with(|| Plumtree::new(agent.local_node(), self.config.tree.clone()));
-        if let Some(old) = self.neighbours.insert(node, conn) {
-            if old != conn {
-                // A new connection: the peer may have restarted. Start over
-                // (it gets the recent ids again, to graft what it lacks).
+        let tree = self.tree_mut(agent.local_node());
+        match change {
+            Change::None | Change::Moved(..) => return,
+            Change::Up(node, _) => tree.neighbor_up(now, node),
+            Change::Replaced(node, _) => {
                 tree.neighbor_down(node);
+                tree.neighbor_up(now, node);
             }
+            Change::Down(node) => tree.neighbor_down(node),
         }
-        tree.neighbor_up(now, node);
-    }
-
-    fn down(&mut self, agent: &mut BehaviorAgent<'_, Self>, node: NodeId) {
-        self.neighbours.remove(&node);
-        self.tree_mut(agent.local_node()).neighbor_down(node);
+        self.run(agent);
     }
 
     /// Carries out what the tree asked, and keeps its timer armed.
@@ -75,8 +72,8 @@ impl Behaviour {
         };
         for action in tree.take_actions() {
             match action {
-                Action::Send { to, msg } => match self.neighbours.get(&to) {
-                    Some(&conn) => agent.send_to_conn(conn, msg),
+                Action::Send { to, msg } => match self.hood.conn(&to) {
+                    Some(conn) => agent.send_to_conn(conn, msg),
                     None => log::trace!("broadcast: {to} is no neighbour any more"),
                 },
                 Action::Deliver {
@@ -124,29 +121,14 @@ impl NetworkBehavior for Behaviour {
         agent: &mut BehaviorAgent<'_, Self>,
         info: ConnectionInfo,
     ) -> Option<NoHandler<Message>> {
-        if self.config.neighbours == Neighbours::Connections {
-            self.up(agent, info.node, info.conn);
-            self.run(agent);
-        }
+        let change = self.hood.on_connected(&info);
+        self.on_change(agent, change);
         None
     }
 
     fn on_disconnected(&mut self, agent: &mut BehaviorAgent<'_, Self>, info: ConnectionInfo) {
-        if self.config.neighbours == Neighbours::Connections
-            && self.neighbours.get(&info.node) == Some(&info.conn)
-        {
-            let other = agent
-                .connections()
-                .find(|c| c.node == info.node)
-                .map(|c| c.conn);
-            match other {
-                Some(conn) => {
-                    self.neighbours.insert(info.node, conn);
-                }
-                None => self.down(agent, info.node),
-            }
-            self.run(agent);
-        }
+        let change = self.hood.on_disconnected(&info, agent.connections());
+        self.on_change(agent, change);
     }
 
     fn on_local_event(
@@ -155,15 +137,8 @@ impl NetworkBehavior for Behaviour {
         _from: ServiceId,
         event: &(dyn Any + Send + Sync),
     ) {
-        if self.config.neighbours != Neighbours::Membership {
-            return;
-        }
-        match event.downcast_ref::<NeighborEvent>() {
-            Some(NeighborEvent::Up { node, conn }) => self.up(agent, *node, *conn),
-            Some(NeighborEvent::Down { node }) => self.down(agent, *node),
-            None => return,
-        }
-        self.run(agent);
+        let change = self.hood.on_local_event(event);
+        self.on_change(agent, change);
     }
 
     fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<Message>) {
@@ -188,12 +163,7 @@ impl NetworkBehavior for Behaviour {
     fn on_dropped(&mut self, agent: &mut BehaviorAgent<'_, Self>, report: &DropReport) {
         // A neighbour whose send queue overflowed: ids only, from now on.
         if let DropReason::QueueFull(conn) = report.reason {
-            let node = self
-                .neighbours
-                .iter()
-                .find(|(_, c)| **c == conn)
-                .map(|(n, _)| *n);
-            if let Some(n) = node {
+            if let Some(n) = self.hood.node_of(conn) {
                 self.tree_mut(agent.local_node()).peer_slow(n);
             }
         }

@@ -3,8 +3,8 @@
 use super::protocol::{Advert, Message, Topic, NO_ROOT};
 use super::{Config, Event, Request, Response, Stats};
 use crate::broadcast::plumtree::Action;
-use crate::broadcast::{MsgId, Neighbours, Plumtree, TreeMsg};
-use crate::membership::NeighborEvent;
+use crate::broadcast::{MsgId, Plumtree, TreeMsg};
+use crate::neighbourhood::{Change, Neighbourhood};
 use bytes::Bytes;
 use plexus_network::{
     Answer, BehaviorAgent, ConnId, ConnectionInfo, DropReason, DropReport, Incoming, Instant,
@@ -123,7 +123,7 @@ impl TopicState {
 #[derive(Debug)]
 pub struct Behaviour {
     config: Config,
-    neighbours: BTreeMap<NodeId, ConnId>,
+    hood: Neighbourhood,
     topics: BTreeMap<Topic, TopicState>,
     /// Topics whose adverts may have changed.
     dirty: BTreeSet<Topic>,
@@ -142,8 +142,8 @@ impl Behaviour {
     /// A pubsub behaviour with these settings.
     pub fn new(config: Config) -> Self {
         Behaviour {
+            hood: Neighbourhood::new(config.neighbours),
             config,
-            neighbours: BTreeMap::new(),
             topics: BTreeMap::new(),
             dirty: BTreeSet::new(),
             interest_armed: false,
@@ -255,8 +255,7 @@ impl Behaviour {
     fn send_interest(&mut self, agent: &mut Agent<'_>) {
         let me = agent.local_node();
         let dirty = std::mem::take(&mut self.dirty);
-        let neighbours: Vec<(NodeId, ConnId)> =
-            self.neighbours.iter().map(|(n, c)| (*n, *c)).collect();
+        let neighbours: Vec<(NodeId, ConnId)> = self.hood.iter().collect();
         for (n, conn) in neighbours {
             let mut batch = Vec::new();
             for topic in &dirty {
@@ -281,8 +280,21 @@ impl Behaviour {
         }
     }
 
-    fn neighbour_up(&mut self, agent: &mut Agent<'_>, node: NodeId, conn: ConnId) {
-        self.neighbours.insert(node, conn);
+    /// Follows a change of the neighbours. A peer on a new connection may
+    /// have restarted and know nothing: start over with it.
+    fn on_change(&mut self, agent: &mut Agent<'_>, change: Change) {
+        match change {
+            Change::None | Change::Moved(..) => {}
+            Change::Up(node, _) => self.neighbour_up(agent, node),
+            Change::Replaced(node, _) => {
+                self.neighbour_down(agent, node);
+                self.neighbour_up(agent, node);
+            }
+            Change::Down(node) => self.neighbour_down(agent, node),
+        }
+    }
+
+    fn neighbour_up(&mut self, agent: &mut Agent<'_>, node: NodeId) {
         // It knows nothing yet: everything we have to say is news.
         let topics: Vec<Topic> = self.topics.keys().copied().collect();
         for topic in topics {
@@ -294,7 +306,6 @@ impl Behaviour {
     }
 
     fn neighbour_down(&mut self, agent: &mut Agent<'_>, node: NodeId) {
-        self.neighbours.remove(&node);
         let topics: Vec<Topic> = self.topics.keys().copied().collect();
         for topic in topics {
             if let Some(t) = self.topics.get_mut(&topic) {
@@ -315,7 +326,7 @@ impl Behaviour {
             let subscribed = t.subscribed;
             for action in t.tree.take_actions() {
                 match action {
-                    Action::Send { to, msg } => match self.neighbours.get(&to) {
+                    Action::Send { to, msg } => match self.hood.conn(&to).as_ref() {
                         Some(&conn) => agent.send_to_conn(conn, Message::Tree { topic, msg }),
                         None => log::trace!("pubsub: {to} is no neighbour any more"),
                     },
@@ -397,8 +408,7 @@ impl Behaviour {
             .get(&topic)
             .and_then(|t| t.route(me))
             .and_then(|r| r.parent);
-        let Some((via, conn)) = parent.and_then(|p| self.neighbours.get(&p).map(|c| (p, *c)))
-        else {
+        let Some((via, conn)) = parent.and_then(|p| self.hood.conn(&p).map(|c| (p, c))) else {
             log::debug!("node {me}: pubsub: no route to {topic}'s tree yet; {id:?} waits");
             // Kept (with no next hop) until a route appears or it is given up.
             self.keep_up(agent, id, topic, hops, payload, me, attempts);
@@ -507,27 +517,14 @@ impl NetworkBehavior for Behaviour {
         agent: &mut BehaviorAgent<'_, Self>,
         info: ConnectionInfo,
     ) -> Option<NoHandler<Message>> {
-        if self.config.neighbours == Neighbours::Connections {
-            self.neighbour_up(agent, info.node, info.conn);
-        }
+        let change = self.hood.on_connected(&info);
+        self.on_change(agent, change);
         None
     }
 
     fn on_disconnected(&mut self, agent: &mut BehaviorAgent<'_, Self>, info: ConnectionInfo) {
-        if self.config.neighbours == Neighbours::Connections
-            && self.neighbours.get(&info.node) == Some(&info.conn)
-        {
-            let other = agent
-                .connections()
-                .find(|c| c.node == info.node)
-                .map(|c| c.conn);
-            match other {
-                Some(conn) => {
-                    self.neighbours.insert(info.node, conn);
-                }
-                None => self.neighbour_down(agent, info.node),
-            }
-        }
+        let change = self.hood.on_disconnected(&info, agent.connections());
+        self.on_change(agent, change);
     }
 
     fn on_local_event(
@@ -536,23 +533,8 @@ impl NetworkBehavior for Behaviour {
         _from: ServiceId,
         event: &(dyn Any + Send + Sync),
     ) {
-        if self.config.neighbours != Neighbours::Membership {
-            return;
-        }
-        match event.downcast_ref::<NeighborEvent>() {
-            Some(NeighborEvent::Up { node, conn }) => match self.neighbours.get(node) {
-                Some(c) if c == conn => {}
-                Some(_) => {
-                    // A new connection: the peer may have restarted and
-                    // know nothing. Start over with it.
-                    self.neighbour_down(agent, *node);
-                    self.neighbour_up(agent, *node, *conn);
-                }
-                None => self.neighbour_up(agent, *node, *conn),
-            },
-            Some(NeighborEvent::Down { node }) => self.neighbour_down(agent, *node),
-            None => {}
-        }
+        let change = self.hood.on_local_event(event);
+        self.on_change(agent, change);
     }
 
     fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<Message>) {
@@ -561,7 +543,7 @@ impl NetworkBehavior for Behaviour {
         };
         let from = msg.source;
         let me = agent.local_node();
-        if !self.neighbours.contains_key(&from) {
+        if !self.hood.contains(&from) {
             // Not (or no longer) an overlay neighbour: what it says about
             // routes would point the trees at a node we cannot reach.
             log::trace!("node {me}: pubsub: message from non-neighbour {from} ignored");
@@ -624,7 +606,7 @@ impl NetworkBehavior for Behaviour {
                     return;
                 }
                 // Ours now: the sender may forget it.
-                if let Some(&conn) = self.neighbours.get(&from) {
+                if let Some(conn) = self.hood.conn(&from) {
                     agent.send_to_conn(conn, Message::UpAck(id));
                 }
                 self.publish(agent, topic, id, hops, from, payload);
@@ -686,12 +668,7 @@ impl NetworkBehavior for Behaviour {
 
     fn on_dropped(&mut self, agent: &mut BehaviorAgent<'_, Self>, report: &DropReport) {
         if let DropReason::QueueFull(conn) = report.reason {
-            if let Some(node) = self
-                .neighbours
-                .iter()
-                .find(|(_, c)| **c == conn)
-                .map(|(n, _)| *n)
-            {
+            if let Some(node) = self.hood.node_of(conn) {
                 for t in self.topics.values_mut() {
                     t.tree.peer_slow(node);
                 }
