@@ -280,9 +280,9 @@ fn a_refused_seed_says_why() {
 /// Three nodes with membership, broadcast and pubsub: a line typed on one
 /// is delivered on the others, by broadcast and by pubsub.
 #[test]
-fn three_nodes_broadcast_and_publish_what_is_typed() {
+fn three_nodes_broadcast_publish_and_share_a_map_as_typed() {
     let dir = temp_dir("overlay");
-    let stack = "ping,membership,broadcast,pubsub";
+    let stack = "ping,membership,broadcast,pubsub,gossip";
     let (mut a, id_a, addr_a) = node(
         &dir,
         "a",
@@ -313,7 +313,7 @@ fn three_nodes_broadcast_and_publish_what_is_typed() {
         )
     };
     let (b, _, _) = joiner("b");
-    let (c, _, _) = joiner("c");
+    let (mut c, _, _) = joiner("c");
     for p in [&b, &c] {
         p.expect("the connection", |l| {
             l.starts_with(&format!("connected to {id_a}"))
@@ -321,14 +321,40 @@ fn three_nodes_broadcast_and_publish_what_is_typed() {
     }
     a.type_line("broadcast hello everyone");
     a.type_line("publish news extra extra");
+    a.type_line("set motd hi there");
+    a.type_line("incr visits 2");
+    // The four arrive in any order: each behaviour has its own path.
+    let kind = |l: &str| {
+        if l.starts_with(&format!("broadcast from {id_a} ")) && l.ends_with(": hello everyone") {
+            Some("the broadcast")
+        } else if l.starts_with(&format!("news from {id_a} ")) && l.ends_with(": extra extra") {
+            Some("the publication")
+        } else if l == "motd = hi there" {
+            Some("the register")
+        } else if l == "visits = 2" {
+            Some("the counter")
+        } else {
+            None
+        }
+    };
     for p in [&b, &c] {
-        p.expect("the broadcast", |l| {
-            l.starts_with(&format!("broadcast from {id_a} ")) && l.ends_with(": hello everyone")
-        });
-        p.expect("the publication", |l| {
-            l.starts_with(&format!("news from {id_a} ")) && l.ends_with(": extra extra")
-        });
+        let mut missing: std::collections::BTreeSet<&str> = [
+            "the broadcast",
+            "the publication",
+            "the register",
+            "the counter",
+        ]
+        .into();
+        while !missing.is_empty() {
+            let what = format!("{missing:?}");
+            let line = p.expect(&what, |l| kind(l).is_some_and(|k| missing.contains(k)));
+            missing.remove(kind(&line).expect("matched"));
+        }
     }
+    c.type_line("incr visits nine");
+    c.expect("the refusal", |l| {
+        l.contains("\"nine\" is not a whole number")
+    });
     for p in [a, b, c] {
         assert_eq!(p.interrupt_and_wait(), 0);
     }
