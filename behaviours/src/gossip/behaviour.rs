@@ -123,6 +123,13 @@ impl<V: Crdt> Behaviour<V> {
         });
         change(&mut entry, origin)?;
         let now_ms = self.physical_ms(agent.now());
+        let size = postcard::to_allocvec(&entry).map_or(usize::MAX, |b| b.len());
+        if size > self.config.max_state_bytes {
+            return Err(format!(
+                "the key's state would be {size} bytes, over the {}-byte maximum",
+                self.config.max_state_bytes
+            ));
+        }
         match self.store.join(&key, &entry, now_ms) {
             Ok(true) => {
                 self.changed(agent, &key);
@@ -353,14 +360,16 @@ impl<V: Crdt> Behaviour<V> {
                     .iter()
                     .filter(|(kh, d)| theirs.get(kh) != Some(d))
                     .map(|(kh, _)| *kh)
-                    .take(max)
                     .collect();
                 let want: Vec<u64> = theirs
                     .iter()
                     .filter(|(kh, d)| buckets.contains(&bucket_of(**kh)) && mine.get(kh) != Some(d))
                     .map(|(kh, _)| *kh)
-                    .take(max)
                     .collect();
+                // More than fit: a random window, so keys that cannot be
+                // reconciled (or are too large) never starve the others.
+                let push = window(agent, push, max);
+                let want = window(agent, want, max);
                 let entries = self.deltas(agent.now(), &push);
                 self.stats.entries_sent += entries.len() as u64;
                 if !entries.is_empty() || !want.is_empty() {
@@ -393,7 +402,7 @@ impl<V: Crdt> Behaviour<V> {
                         self.spread(agent, Delta { key, entry });
                     }
                 }
-                let want: Vec<u64> = want.into_iter().take(self.config.max_entries).collect();
+                let want = window(agent, want, self.config.max_entries);
                 let entries = self.deltas(agent.now(), &want);
                 if !entries.is_empty() {
                     self.stats.entries_sent += entries.len() as u64;
@@ -422,19 +431,38 @@ impl<V: Crdt> Behaviour<V> {
     /// last changed here.
     fn deltas(&self, now: Instant, hashes: &[u64]) -> Vec<(Delta<V>, u32)> {
         let now_ms = self.physical_ms(now);
-        hashes
-            .iter()
-            .filter_map(|h| self.store.by_hash(*h))
-            .map(|(k, e)| {
-                let age = now_ms.saturating_sub(self.store.changed_ms(k).unwrap_or(now_ms));
-                let delta = Delta {
-                    key: k.to_owned(),
-                    entry: e.clone(),
-                };
-                (delta, u32::try_from(age).unwrap_or(u32::MAX))
-            })
-            .collect()
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for (k, e) in hashes.iter().filter_map(|h| self.store.by_hash(*h)) {
+            let age = now_ms.saturating_sub(self.store.changed_ms(k).unwrap_or(now_ms));
+            let delta = Delta {
+                key: k.to_owned(),
+                entry: e.clone(),
+            };
+            // Up to `max_message_bytes` encoded; the rest in a later round.
+            let size = postcard::to_allocvec(&delta).map_or(usize::MAX, |b| b.len());
+            if bytes.saturating_add(size) > self.config.max_message_bytes {
+                continue;
+            }
+            bytes += size;
+            out.push((delta, u32::try_from(age).unwrap_or(u32::MAX)));
+        }
+        out
     }
+}
+
+/// At most `max` of `items`: a window starting at a random place.
+fn window<B: NetworkBehavior>(
+    agent: &mut BehaviorAgent<'_, B>,
+    mut items: Vec<u64>,
+    max: usize,
+) -> Vec<u64> {
+    if items.len() > max {
+        let start = agent.rng().below(items.len() as u64) as usize;
+        items.rotate_left(start);
+        items.truncate(max);
+    }
+    items
 }
 
 impl<V: Crdt> NetworkBehavior for Behaviour<V> {
@@ -570,7 +598,13 @@ impl<V: Crdt> NetworkBehavior for Behaviour<V> {
                 Ok(())
             }),
             Request::Delete(key) => self.local(agent, key, |e, origin| {
-                e.incarnation = origin.stamp;
+                // After the stored incarnation even if a peer's clock put
+                // it ahead of ours: a delete always takes effect.
+                e.incarnation = if origin.stamp > e.incarnation {
+                    origin.stamp
+                } else {
+                    e.incarnation.after(origin.stamp.node)
+                };
                 e.value = None;
                 Ok(())
             }),

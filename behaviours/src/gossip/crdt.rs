@@ -39,6 +39,24 @@ impl Default for Hlc {
     }
 }
 
+impl Hlc {
+    /// The next stamp after this one, by `node`.
+    pub fn after(self, node: NodeId) -> Hlc {
+        match self.counter.checked_add(1) {
+            Some(counter) => Hlc {
+                millis: self.millis,
+                counter,
+                node,
+            },
+            None => Hlc {
+                millis: self.millis.saturating_add(1),
+                counter: 0,
+                node,
+            },
+        }
+    }
+}
+
 /// A node's hybrid logical clock (Kulkarni et al., 2014): stamps increase
 /// on every event and never fall behind a stamp the node has seen, so a
 /// write made after seeing another is ordered after it, whatever the
@@ -94,7 +112,9 @@ impl HlcClock {
 
 /// One life of one node: counters and sets keep each life's contributions
 /// apart, so a node that restarted with nothing cannot shadow what it
-/// wrote before (its `life` is drawn at random on every start).
+/// wrote before (its `life` is drawn from the node's RNG on every start,
+/// which real nodes seed from the OS: a real node given a fixed
+/// `NetworkConfig::seed` would draw the same life again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Replica {
     /// The node.
@@ -216,7 +236,7 @@ impl OrSet {
     /// Adds `e` as `who`.
     pub fn insert(&mut self, who: Replica, e: Bytes) {
         let seq = self.context.entry(who).or_default();
-        *seq += 1;
+        *seq = seq.saturating_add(1);
         let dot = (who, *seq);
         self.elems.insert(e, BTreeSet::from([dot]));
     }
@@ -272,12 +292,25 @@ impl LwwRegister {
     pub fn stamp(&self) -> Hlc {
         self.stamp
     }
-    /// Writes `v` at `stamp` (ignored if a later write is already here).
+    /// Writes `v` at `stamp` (ignored if a later write is already here;
+    /// equal stamps are ordered by value, so replicas agree).
     pub fn set(&mut self, stamp: Hlc, v: Bytes) {
-        if stamp > self.stamp {
+        if (stamp, &v) > (self.stamp, &self.value) {
             self.stamp = stamp;
             self.value = v;
         }
+    }
+    /// A local write: stamped `stamp`, or just after the stored write if
+    /// that one is later (a peer's clock ahead of ours), so it always
+    /// takes effect.
+    fn assign(&mut self, stamp: Hlc, v: Bytes) {
+        let stamp = if stamp > self.stamp {
+            stamp
+        } else {
+            self.stamp.after(stamp.node)
+        };
+        self.stamp = stamp;
+        self.value = v;
     }
     fn join(&mut self, other: &Self) {
         self.set(other.stamp, other.value.clone());
@@ -366,7 +399,7 @@ impl Crdt for Value {
             (Value::PnCounter(c), Op::Add(n)) => c.add(who, n),
             (Value::OrSet(s), Op::Insert(e)) => s.insert(who, e),
             (Value::OrSet(s), Op::Remove(e)) => s.remove(&e),
-            (Value::Lww(r), Op::Assign(v)) => r.set(origin.stamp, v),
+            (Value::Lww(r), Op::Assign(v)) => r.assign(origin.stamp, v),
             (v, op) => return Err(format!("{op:?} does not apply: the key holds {}", v.kind())),
         }
         Ok(())
@@ -398,12 +431,51 @@ impl Default for StableHasher {
     }
 }
 
+/// Integers are hashed as fixed-width little-endian bytes (`usize` and
+/// `isize`, such as lengths and enum tags, as 64-bit), so a digest is the
+/// same on every platform.
 impl std::hash::Hasher for StableHasher {
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write(&i.to_le_bytes());
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write(&i.to_le_bytes());
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.write(&i.to_le_bytes());
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.write(&i.to_le_bytes());
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write(&(i as u64).to_le_bytes());
+    }
+    fn write_i8(&mut self, i: i8) {
+        self.write_u8(i as u8);
+    }
+    fn write_i16(&mut self, i: i16) {
+        self.write_u16(i as u16);
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.write_u32(i as u32);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    fn write_i128(&mut self, i: i128) {
+        self.write_u128(i as u128);
+    }
+    fn write_isize(&mut self, i: isize) {
+        self.write_u64(i as i64 as u64);
     }
     fn finish(&self) -> u64 {
         mix(self.0)
@@ -530,6 +602,40 @@ mod tests {
         let Value::Lww(r) = &v else { panic!() };
         assert_eq!(r.get().as_ref(), b"b");
         assert!(v.clone().apply(Op::Increment(1), &origin(1, 1, 7)).is_err());
+    }
+
+    #[test]
+    fn registers_with_equal_stamps_agree_and_local_writes_beat_future_stamps() {
+        let o = origin(1, 1, 5);
+        let a = applied(&[(Op::Assign(Bytes::from_static(b"a")), o)]);
+        let b = applied(&[(Op::Assign(Bytes::from_static(b"b")), o)]);
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        ab.merge(&b);
+        ba.merge(&a);
+        assert_eq!(ab, ba, "a tie is broken by value");
+        // A stored write stamped far ahead (a peer's clock): a local write
+        // still takes effect, stamped just after it.
+        let mut v = applied(&[(
+            Op::Assign(Bytes::from_static(b"future")),
+            origin(2, 1, 1_000_000),
+        )]);
+        v.apply(Op::Assign(Bytes::from_static(b"now")), &origin(1, 1, 10))
+            .unwrap();
+        let Value::Lww(r) = &v else { panic!() };
+        assert_eq!(r.get().as_ref(), b"now");
+        assert!(r.stamp().millis >= 1_000_000);
+    }
+
+    #[test]
+    fn the_stable_hash_does_not_depend_on_the_platform_width() {
+        use std::hash::Hasher;
+        let mut a = StableHasher::default();
+        a.write_usize(7);
+        let mut b = StableHasher::default();
+        b.write_u64(7);
+        assert_eq!(a.finish(), b.finish());
+        // Fixed values: a change of the hash breaks mixed-version clusters.
+        assert_eq!(stable_hash("key"), stable_hash(&String::from("key")));
     }
 
     #[test]

@@ -39,7 +39,8 @@
 //!
 //! # Restarts
 //! A node that restarts comes back as itself: there is no member list to
-//! join twice, and its neighbours (the same [`NodeId`] on a new
+//! join twice, and its neighbours (the same
+//! [`NodeId`](plexus_network::NodeId) on a new
 //! connection) sync with it at once. Counters and sets count each *life*
 //! of a node apart ([`Replica`]), so a restarted node that has not yet
 //! learnt its old counts cannot shadow them.
@@ -149,6 +150,8 @@ pub struct Config {
     pub(crate) max_entries: usize,
     pub(crate) max_summary_keys: usize,
     pub(crate) watch: Vec<String>,
+    pub(crate) max_state_bytes: usize,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for Config {
@@ -166,6 +169,8 @@ impl Default for Config {
             max_entries: 256,
             max_summary_keys: 4096,
             watch: Vec::new(),
+            max_state_bytes: 64 * 1024,
+            max_message_bytes: 256 * 1024,
         }
     }
 }
@@ -205,9 +210,22 @@ impl Config {
         self.tree = tree;
         self
     }
-    /// Time between anti-entropy rounds. Default 1 s.
+    /// Time between anti-entropy rounds (at least 10 ms). Default 1 s.
     pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+    /// Largest encoded state of one key; a local update that would make
+    /// it larger is refused, a remote one dropped and counted. Default
+    /// 64 KiB (it must fit a frame: the node's `max_payload`, 1 MiB).
+    pub fn with_max_state_bytes(mut self, n: usize) -> Self {
+        self.max_state_bytes = n;
+        self
+    }
+    /// Most bytes of entries in one anti-entropy message (what does not
+    /// fit goes in the next round). Default 256 KiB.
+    pub fn with_max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n.max(1);
         self
     }
     /// The clock. Default [`Clock::System`]; the simulator wants

@@ -227,6 +227,13 @@ fn watchers_see_changes_under_their_prefix_and_bad_updates_are_refused() {
             op: Op::Increment(1),
         }
     ));
+    assert!(refused(
+        &mut sim,
+        Request::Update {
+            key: "big".into(),
+            op: Op::Assign(Bytes::from(vec![0u8; 100_000])),
+        }
+    ));
     gossip_update(&mut sim, ids[1], "third", Op::Increment(1));
     assert!(refused(
         &mut sim,
