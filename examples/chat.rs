@@ -56,25 +56,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(run(args));
-    // A read of stdin in progress blocks on a thread of its own; dropping
-    // the runtime would wait for it (for the next line typed). Nothing else
-    // is left to wait for: the node has shut down.
-    rt.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::block_on_main(run(args))
 }
 
 async fn run(args: Args) -> Result<(), String> {

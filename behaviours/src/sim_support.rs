@@ -937,13 +937,8 @@ pub fn gossip_load_scenario(
     // A reliable frame's loss costs what QUIC's loss detection takes on
     // these links (about one round trip, 20–60 ms, plus the resend), not
     // the 200 ms default probe timeout.
-    sim.set_default_link(
-        plexus_network::sim::LinkConfig::default()
-            .with_latency(Duration::from_millis(10))
-            .with_jitter(Duration::from_millis(20))
-            .with_loss(loss)
-            .with_retransmit_timeout(Duration::from_millis(60)),
-    );
+    let link = sim.config().link;
+    sim.set_default_link(link.with_retransmit_timeout(Duration::from_millis(60)));
     let mut rng = Rng::new(seed);
     let mut ids = Vec::new();
     grow(

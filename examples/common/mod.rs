@@ -118,3 +118,30 @@ impl Signals {
         }
     }
 }
+
+/// Runs an example's `run` on a tokio runtime and turns its result into
+/// the exit code, printing the error if any.
+pub(crate) fn block_on_main(
+    run: impl std::future::Future<Output = Result<(), String>>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run);
+    // A read of stdin in progress blocks on a thread of its own; dropping
+    // the runtime would wait for it (for the next line typed). Nothing else
+    // is left to wait for: the node has shut down.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
