@@ -16,6 +16,8 @@
 //!   the subscribers and the nodes between them.
 //! - [`gossip`]: a key → value map of CRDTs replicated on every node, with
 //!   anti-entropy.
+//! - [`rpc`]: request/response between nodes, with timeouts, typed errors
+//!   and bounded in-flight calls; a helper other behaviours embed.
 //!
 //! Default service ids are in [`services`]; each `Config` can change its own.
 
@@ -25,6 +27,7 @@ pub mod membership;
 mod neighbourhood;
 pub mod ping;
 pub mod pubsub;
+pub mod rpc;
 #[cfg(feature = "sim")]
 pub mod sim_support;
 
@@ -41,4 +44,8 @@ pub mod services {
     pub const PUBSUB: ServiceId = ServiceId(4);
     /// [`crate::gossip`].
     pub const GOSSIP: ServiceId = ServiceId(5);
+    /// [`crate::rpc`].
+    pub const RPC: ServiceId = ServiceId(6);
+    /// [`crate::kv`].
+    pub const KV: ServiceId = ServiceId(7);
 }

@@ -104,7 +104,7 @@ pub use error::{
     BuildError, ConnectError, ConnectionRejectReason, OutgoingConnectionError, RpcError, SendError,
 };
 pub use id::{ConnId, Direction, NodeId, ServiceId};
-pub use network::{BootstrapStatus, Network, NetworkBuilder};
+pub use network::{panic_message, BootstrapStatus, Network, NetworkBuilder};
 pub use plugin::{
     Answer, BehaviorAgent, ConnectionAgent, ConnectionHandler, FromBehaviorOf, NetworkBehavior,
     NoHandler, RequestOf, ResponseOf, Rpc, SendOptions, ToBehaviorOf,

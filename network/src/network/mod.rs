@@ -193,6 +193,12 @@ impl Network {
         bootstrap: Vec<(NodeId, Address)>,
     ) -> Network {
         let n = behaviors.len();
+        let mut service_list: Vec<ServiceId> = behaviors
+            .iter()
+            .filter(|b| b.provides_service())
+            .map(|b| b.service_id())
+            .collect();
+        service_list.sort_unstable();
         let mut net = Network {
             local,
             rng: Rng::new(seed),
@@ -200,10 +206,7 @@ impl Network {
             config,
             failed: vec![false; n],
             behaviors,
-            service_list: (0..=255u8)
-                .map(ServiceId)
-                .filter(|s| services.get(*s).is_some())
-                .collect(),
+            service_list,
             services,
             addrs: Vec::new(),
             conns: VecMap::new(),
@@ -270,7 +273,8 @@ impl Network {
         self.stats
     }
 
-    /// The services of this node's behaviours, ascending.
+    /// The services this node provides (its behaviours', but for those
+    /// that only call theirs), ascending.
     pub fn services(&self) -> &[ServiceId] {
         &self.service_list
     }
@@ -1298,8 +1302,9 @@ impl Network {
     }
 }
 
-/// The text of a panic payload.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// The text of a panic payload (what `catch_unwind` returns), for
+/// behaviours that catch panics of code they call.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -242,7 +242,9 @@ impl<B: NetworkBehavior + ?Sized> BehaviorAgent<'_, B> {
     pub fn connection(&self, conn: ConnId) -> Option<&ConnectionInfo> {
         self.env.conns.get(&conn)
     }
-    /// The services of every behaviour on this node, ascending.
+    /// The services this node provides, ascending: every behaviour's but
+    /// those whose [`provides_service`](NetworkBehavior::provides_service)
+    /// is false. Routers announce these.
     pub fn local_services(&self) -> &[ServiceId] {
         self.env.services
     }

@@ -139,6 +139,17 @@ pub trait NetworkBehavior: Send + 'static {
     /// The service this behaviour answers to; unique within a node.
     fn service_id(&self) -> ServiceId;
 
+    /// Whether this node offers the service to others: only then is it
+    /// among [`BehaviorAgent::local_services`], which routers announce, so
+    /// that [`RouteRule::Service`](crate::RouteRule) messages of other
+    /// nodes may come here. A behaviour that only calls a service (a
+    /// client) returns `false`: messages addressed to this node or to a key
+    /// still reach it, but its own service messages go to the nearest
+    /// node that provides it. Default `true`.
+    fn provides_service(&self) -> bool {
+        true
+    }
+
     /// The node started: called once, before any other callback but
     /// [`check_connection`](Self::check_connection), at the node's first
     /// input. The place to set first timers or dial first peers.

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 /// The core's view of one behaviour: type-erased, object-safe.
 pub(crate) trait ErasedBehavior: Send {
     fn service_id(&self) -> ServiceId;
+    fn provides_service(&self) -> bool;
     /// The behaviour's type name, for failure reports.
     fn type_name(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
@@ -388,6 +389,10 @@ fn encode<M: Serialize>(
 impl<B: NetworkBehavior> ErasedBehavior for Slot<B> {
     fn service_id(&self) -> ServiceId {
         self.service
+    }
+
+    fn provides_service(&self) -> bool {
+        self.behavior.provides_service()
     }
 
     fn type_name(&self) -> &'static str {

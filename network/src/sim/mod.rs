@@ -408,11 +408,22 @@ impl Sim {
         node: NodeId,
         req: RequestOf<B>,
     ) -> Result<Option<ResponseOf<B>>, RpcError> {
-        let Some(id) = self.with_node(node, |net, now| net.rpc::<B>(now, req)) else {
+        let Some(id) = self.rpc_start::<B>(node, req) else {
             return Ok(None);
         };
         let id = id?;
         self.take_answer::<ResponseOf<B>>(node, id).transpose()
+    }
+
+    /// Calls behaviour `B`'s RPC on a node and returns its id, for an
+    /// answer that comes later ([`take_answer`](Self::take_answer)).
+    /// `None` if the node is dead.
+    pub fn rpc_start<B: NetworkBehavior>(
+        &mut self,
+        node: NodeId,
+        req: RequestOf<B>,
+    ) -> Option<Result<RpcId, RpcError>> {
+        self.with_node(node, |net, now| net.rpc::<B>(now, req))
     }
 
     /// Takes a stored RPC answer: the response as `R`, or the error.
