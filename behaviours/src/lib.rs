@@ -16,6 +16,9 @@
 //!   the subscribers and the nodes between them.
 //! - [`gossip`]: a key → value map of CRDTs replicated on every node, with
 //!   anti-entropy.
+//! - [`kv`]: a replicated key-value store (a DHT): each key on the `k`
+//!   nodes XOR-closest to it, versioned by hybrid logical clocks, repaired
+//!   under churn.
 //! - [`rpc`]: request/response between nodes, with timeouts, typed errors
 //!   and bounded in-flight calls; a helper other behaviours embed.
 //!
@@ -23,6 +26,7 @@
 
 pub mod broadcast;
 pub mod gossip;
+pub mod kv;
 pub mod membership;
 mod neighbourhood;
 pub mod ping;

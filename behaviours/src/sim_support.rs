@@ -7,12 +7,12 @@
 //!   reached − 1) − 1; 0 means every node got exactly one copy.
 //! - **LDH** (last delivery hop): the most hops any node's first copy took.
 
-use crate::{broadcast, gossip, membership, ping, pubsub};
+use crate::{broadcast, gossip, kv, membership, ping, pubsub};
 use plexus_network::sim::Sim;
 use plexus_network::{
-    Address, Network, NetworkBuilder, NodeId, RejectReason, Rng, RouteAction, RouterTable,
-    ServiceId,
+    Address, Network, NodeId, RejectReason, Rng, RouteAction, RouterTable, ServiceId,
 };
+use plexus_router::dv;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,10 @@ pub struct Stack {
     pub pubsub: Option<pubsub::Config>,
     /// Gossip, if any.
     pub gossip: Option<gossip::Config>,
+    /// The distance-vector router, if any (else [`NoRoutes`]).
+    pub router: Option<dv::Config>,
+    /// The key-value store, if any (it needs the router).
+    pub kv: Option<kv::Config>,
 }
 
 impl Stack {
@@ -47,6 +51,8 @@ impl Stack {
             broadcast: None,
             pubsub: None,
             gossip: None,
+            router: None,
+            kv: None,
         }
     }
     /// With broadcast.
@@ -65,7 +71,24 @@ impl Stack {
         self
     }
 
-    fn build(&self, b: NetworkBuilder) -> Network {
+    /// With the distance-vector router and the key-value store.
+    pub fn with_kv(mut self, router: dv::Config, c: kv::Config) -> Self {
+        self.router = Some(router);
+        self.kv = Some(c);
+        self
+    }
+
+    fn build(&self, id: NodeId, contact: Option<NodeId>) -> Network {
+        let mut b = match &self.router {
+            Some(c) => {
+                let router = Arc::new(dv::DvRouter::new(id));
+                Network::builder(id, router.clone()).behavior(dv::Behaviour::new(router, c.clone()))
+            }
+            None => Network::builder(id, Arc::new(NoRoutes(id))),
+        };
+        if let Some(c) = contact {
+            b = b.bootstrap(c, Address::Memory(c.0));
+        }
         let mut b = b.behavior(membership::Behaviour::new(self.membership.clone()));
         if let Some(p) = &self.ping {
             b = b.behavior(ping::Behaviour::new(p.clone()));
@@ -78,6 +101,9 @@ impl Stack {
         }
         if let Some(c) = &self.gossip {
             b = b.behavior(gossip::Behaviour::<gossip::Value>::new(c.clone()));
+        }
+        if let Some(c) = &self.kv {
+            b = b.behavior(kv::Behaviour::new(c.clone()));
         }
         b.build().expect("distinct services")
     }
@@ -108,13 +134,7 @@ impl RouterTable for NoRoutes {
 /// peer) if given. Restarts rebuild it the same way (and rejoin).
 pub fn add_node(sim: &mut Sim, id: NodeId, contact: Option<NodeId>, stack: &Stack) {
     let stack = stack.clone();
-    sim.add_node(id, move |id, _| {
-        let mut b = Network::builder(id, Arc::new(NoRoutes(id)));
-        if let Some(c) = contact {
-            b = b.bootstrap(c, Address::Memory(c.0));
-        }
-        stack.build(b)
-    });
+    sim.add_node(id, move |id, _| stack.build(id, contact));
 }
 
 /// Adds `n` nodes with random ids to `ids`, each joining through a random
@@ -1161,4 +1181,11 @@ pub fn gossip_partition_scenario(n: usize, split: Duration, seed: u64) -> Partit
         }
     }
     report
+}
+
+/// The kv settings the scenarios use: the simulator's clock, samples kept.
+pub fn kv_config() -> kv::Config {
+    kv::Config::default()
+        .with_clock(kv::Clock::Virtual)
+        .with_samples(1 << 20)
 }

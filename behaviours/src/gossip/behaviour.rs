@@ -84,9 +84,7 @@ impl<V: Crdt> Behaviour<V> {
     }
 
     fn physical_ms(&self, now: Instant) -> u64 {
-        (now.as_millis() as i64)
-            .saturating_add(self.offset_ms)
-            .max(0) as u64
+        Clock::physical_ms(self.offset_ms, now)
     }
 
     fn tree(&mut self, local: NodeId) -> &mut Plumtree<Delta<V>> {
@@ -481,21 +479,7 @@ impl<V: Crdt> NetworkBehavior for Behaviour<V> {
         // its counters and sets count this life apart from the last.
         self.next_seq = agent.rng().next_u64() >> 1;
         self.life = agent.rng().next_u64();
-        self.offset_ms = match self.config.clock {
-            Clock::System => {
-                // The one clock read: the hybrid logical clock's physical
-                // part needs wall time, read once at start and advanced
-                // with the node's `now` from then on. Simulations use
-                // `Clock::Virtual` and stay deterministic.
-                #[allow(clippy::disallowed_methods)]
-                let wall = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                wall - agent.now().as_millis() as i64
-            }
-            Clock::Virtual => 0,
-        };
+        self.offset_ms = self.config.clock.offset_ms(agent.now());
         self.clock = HlcClock::new(local, self.config.max_drift.as_millis() as u64);
         self.tree(local);
         // Rounds start at a random point of the period: nodes started

@@ -134,6 +134,33 @@ pub enum Clock {
     Virtual,
 }
 
+impl Clock {
+    /// Milliseconds to add to the node's time (`now`, read at start) to get
+    /// physical time. The one wall-clock read: the hybrid logical clock's
+    /// physical part needs wall time, read once at start and advanced with
+    /// the node's `now` from then on. Simulations use `Clock::Virtual` and
+    /// stay deterministic.
+    pub(crate) fn offset_ms(self, now: plexus_network::Instant) -> i64 {
+        match self {
+            Clock::System => {
+                #[allow(clippy::disallowed_methods)]
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                wall - now.as_millis() as i64
+            }
+            Clock::Virtual => 0,
+        }
+    }
+
+    /// Physical milliseconds at `now`, given the offset from
+    /// [`offset_ms`](Self::offset_ms).
+    pub(crate) fn physical_ms(offset_ms: i64, now: plexus_network::Instant) -> u64 {
+        (now.as_millis() as i64).saturating_add(offset_ms).max(0) as u64
+    }
+}
+
 /// Gossip settings. `Config::default()` gives the values each setter
 /// documents.
 #[derive(Debug, Clone)]

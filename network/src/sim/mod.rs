@@ -426,6 +426,12 @@ impl Sim {
         self.with_node(node, |net, now| net.rpc::<B>(now, req))
     }
 
+    /// Whether the RPC `id` of `node` has an answer waiting for
+    /// [`take_answer`](Self::take_answer).
+    pub fn has_answer(&self, node: NodeId, id: RpcId) -> bool {
+        self.answers.iter().any(|(n, i, _)| *n == node && *i == id)
+    }
+
     /// Takes a stored RPC answer: the response as `R`, or the error.
     /// `None` while unanswered (or when the response is not an `R`).
     pub fn take_answer<R: 'static>(
