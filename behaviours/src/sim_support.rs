@@ -1189,3 +1189,448 @@ pub fn kv_config() -> kv::Config {
         .with_clock(kv::Clock::Virtual)
         .with_samples(1 << 20)
 }
+
+/// The overlay the kv scenarios run: membership, ping (1 s, 4 s timeout),
+/// the distance-vector router and kv.
+pub fn kv_stack(kv: kv::Config) -> Stack {
+    let mut s = Stack::new(membership::Config::default()).with_kv(dv::Config::default(), kv);
+    s.ping = Some(
+        ping::Config::default()
+            .with_interval(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(4))
+            .with_emit_rtt(false),
+    );
+    s
+}
+
+/// Whether every live node among `ids` has a route to every other.
+pub fn kv_routed(sim: &Sim, ids: &[NodeId]) -> bool {
+    let live = ids.iter().filter(|i| sim.is_alive(**i)).count();
+    ids.iter()
+        .filter_map(|i| sim.node(*i)?.behavior::<kv::Behaviour>())
+        .all(|k| k.nodes().len() == live)
+}
+
+#[derive(Debug, Clone)]
+enum KvOp {
+    Put(bytes::Bytes),
+    Get(Option<bytes::Bytes>),
+    Delete,
+}
+
+/// Drives kv operations through a simulation as applications would, and
+/// checks what they return.
+#[derive(Debug, Default)]
+pub struct KvDriver {
+    pending: Vec<(NodeId, plexus_network::RpcId, String, KvOp, bool)>,
+    /// Per key, the last acknowledged write: its value (`None`: deleted)
+    /// and version.
+    pub acked: BTreeMap<String, (Option<bytes::Bytes>, kv::Hlc)>,
+    writing: BTreeMap<String, usize>,
+    /// Writes acknowledged / failed.
+    pub writes: [u64; 2],
+    /// Gets checked against the last acknowledged write: right, wrong
+    /// (another value, or none), failed (an error).
+    pub gets: [u64; 3],
+    /// The first few wrong gets: key, expected, got.
+    pub wrong: Vec<(String, Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    /// Errors by text.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl KvDriver {
+    /// Operations in flight.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Starts a put on `node`.
+    pub fn put(&mut self, sim: &mut Sim, node: NodeId, key: &str, value: bytes::Bytes) {
+        let req = kv::Request::put(key, value.clone());
+        if let Some(Ok(id)) = sim.rpc_start::<kv::Behaviour>(node, req) {
+            *self.writing.entry(key.to_owned()).or_default() += 1;
+            self.pending
+                .push((node, id, key.to_owned(), KvOp::Put(value), true));
+        }
+    }
+
+    /// Starts a delete on `node`.
+    pub fn delete(&mut self, sim: &mut Sim, node: NodeId, key: &str) {
+        if let Some(Ok(id)) = sim.rpc_start::<kv::Behaviour>(node, kv::Request::delete(key)) {
+            *self.writing.entry(key.to_owned()).or_default() += 1;
+            self.pending
+                .push((node, id, key.to_owned(), KvOp::Delete, true));
+        }
+    }
+
+    /// Starts a get on `node`; it is checked unless a write of the key is
+    /// in flight.
+    pub fn get(&mut self, sim: &mut Sim, node: NodeId, key: &str, quorum: bool) {
+        let check = self.writing.get(key).copied().unwrap_or(0) == 0;
+        let expect = self.acked.get(key).and_then(|(v, _)| v.clone());
+        let req = kv::Request::Get {
+            key: key.to_owned(),
+            quorum,
+        };
+        if let Some(Ok(id)) = sim.rpc_start::<kv::Behaviour>(node, req) {
+            self.pending
+                .push((node, id, key.to_owned(), KvOp::Get(expect), check));
+        }
+    }
+
+    /// Collects the answers that came; operations of dead nodes are
+    /// dropped (their application died with them).
+    pub fn poll(&mut self, sim: &mut Sim) {
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            let (node, id, key, op, check) = p;
+            if !sim.is_alive(node) {
+                if !matches!(op, KvOp::Get(_)) {
+                    self.end_write(&key);
+                }
+                continue;
+            }
+            let Some(answer) = sim.take_answer::<Result<kv::Reply, kv::KvError>>(node, id) else {
+                self.pending.push((node, id, key, op, check));
+                continue;
+            };
+            let result = answer.unwrap_or_else(|e| {
+                Err(kv::KvError::Call(crate::rpc::CallError::Refused(
+                    e.to_string(),
+                )))
+            });
+            match (op, result) {
+                (KvOp::Put(v), Ok(kv::Reply::Written { version, .. })) => {
+                    self.ack(&key, Some(v), version);
+                }
+                (KvOp::Delete, Ok(kv::Reply::Written { version, .. })) => {
+                    self.ack(&key, None, version);
+                }
+                (KvOp::Put(_) | KvOp::Delete, r) => {
+                    self.writes[1] += 1;
+                    self.end_write(&key);
+                    *self.errors.entry(format!("write: {r:?}")).or_default() += 1;
+                }
+                (KvOp::Get(expect), Ok(reply)) => {
+                    if check {
+                        let got = reply.value().cloned();
+                        if got == expect {
+                            self.gets[0] += 1;
+                        } else {
+                            self.gets[1] += 1;
+                            if self.wrong.len() < 10 {
+                                self.wrong.push((key, expect, got));
+                            }
+                        }
+                    }
+                }
+                (KvOp::Get(_), Err(e)) => {
+                    self.gets[2] += 1;
+                    *self.errors.entry(format!("get: {e}")).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, key: &str, v: Option<bytes::Bytes>, version: kv::Hlc) {
+        self.writes[0] += 1;
+        self.end_write(key);
+        let e = self
+            .acked
+            .entry(key.to_owned())
+            .or_insert((None, kv::Hlc::default()));
+        if version >= e.1 {
+            *e = (v, version);
+        }
+    }
+
+    fn end_write(&mut self, key: &str) {
+        if let Some(n) = self.writing.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(key);
+            }
+        }
+    }
+
+    /// Runs the simulation in steps of `tick` until nothing is in flight
+    /// (or `limit` passes).
+    pub fn drain(&mut self, sim: &mut Sim, tick: Duration, limit: Duration) {
+        let end = sim.now() + limit;
+        while !self.pending.is_empty() && sim.now() < end {
+            sim.run_for(tick).expect("step limit");
+            self.poll(sim);
+        }
+    }
+}
+
+/// Per key with an acknowledged write: how many live nodes hold that
+/// version or a newer one. Index i counts keys with i replicas (the last
+/// bucket: that many or more).
+pub fn kv_replicas(sim: &Sim, ids: &[NodeId], d: &KvDriver) -> [u64; 6] {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in ids
+        .iter()
+        .filter_map(|i| sim.node(*i)?.behavior::<kv::Behaviour>())
+    {
+        for (key, rec) in k.store().iter() {
+            if let Some((_, v)) = d.acked.get(key) {
+                if rec.version >= *v {
+                    *count.entry(key.as_str()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut hist = [0u64; 6];
+    for key in d.acked.keys() {
+        let c = count.get(key.as_str()).copied().unwrap_or(0);
+        hist[c.min(5)] += 1;
+    }
+    hist
+}
+
+/// Totals of the live nodes' kv counters.
+pub fn kv_totals(sim: &Sim, ids: &[NodeId]) -> kv::KvStats {
+    let mut t = kv::KvStats::default();
+    for k in ids
+        .iter()
+        .filter_map(|i| sim.node(*i)?.behavior::<kv::Behaviour>())
+    {
+        let s = k.stats();
+        t.records += s.records;
+        t.coordinated_reads += s.coordinated_reads;
+        t.coordinated_writes += s.coordinated_writes;
+        t.reads_forwarded += s.reads_forwarded;
+        t.read_repairs += s.read_repairs;
+        t.digests_sent += s.digests_sent;
+        t.records_repaired += s.records_repaired;
+        t.repair_bytes += s.repair_bytes;
+        t.handed_over += s.handed_over;
+        t.refused_full += s.refused_full;
+    }
+    t
+}
+
+/// What [`kv_churn_scenario`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct KvChurnReport {
+    /// Nodes at any time.
+    pub nodes: usize,
+    /// Keys.
+    pub keys: usize,
+    /// Nodes killed and joined.
+    pub kills: usize,
+    /// Per sample: virtual seconds since churn began, and the replicas
+    /// histogram ([`kv_replicas`]).
+    pub samples: Vec<(u64, [u64; 6])>,
+    /// The lowest share of keys with at least two live replicas over all
+    /// samples.
+    pub min_two_replicas: f64,
+    /// Writes acknowledged / failed.
+    pub writes: [u64; 2],
+    /// Gets right / wrong / failed.
+    pub gets: [u64; 3],
+    /// A few wrong gets.
+    pub wrong: Vec<(String, Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Put latency p50, p99.
+    pub put_latency: [Duration; 2],
+    /// Get latency p50, p99.
+    pub get_latency: [Duration; 2],
+    /// Gets by hops beyond the router's path to the coordinator (index 0:
+    /// none, 1: one more, 2: two or more) and by total hops (0..=15).
+    pub extra_hops: [u64; 3],
+    /// Gets by hops.
+    pub hops: [u64; 16],
+    /// Repair bytes sent per node per hour during churn.
+    pub repair_bytes_per_node_hour: f64,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+/// `n` nodes with kv; `keys` keys put from random nodes; then `hours` of
+/// churn at `churn` × n nodes per hour (half killed, half joined, at
+/// random), while gets (`gets_per_s`) and overwrites (`puts_per_s`) go on
+/// from random live nodes; the replicas of every key counted every
+/// `sample`.
+// Wall time is one of the figures reported; the simulation itself reads
+// only its virtual clock.
+#[allow(clippy::disallowed_methods)]
+#[allow(clippy::too_many_arguments)]
+pub fn kv_churn_scenario(
+    n: usize,
+    keys: usize,
+    hours: f64,
+    churn: f64,
+    gets_per_s: f64,
+    puts_per_s: f64,
+    sample: Duration,
+    seed: u64,
+) -> KvChurnReport {
+    let started = std::time::Instant::now();
+    let stack = kv_stack(kv_config());
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        0.0,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        20,
+        Duration::from_millis(200),
+        &stack,
+    );
+    let until = sim.now() + Duration::from_secs(600);
+    let routed = sim
+        .run_until_cond(until, |s| kv_routed(s, &ids))
+        .expect("step limit");
+    log::info!("kv churn: {n} nodes routed={routed} at {}", sim.now());
+    let mut d = KvDriver::default();
+    let tick = Duration::from_millis(50);
+    for k in 0..keys {
+        while d.in_flight() >= 256 {
+            sim.run_for(tick).expect("step limit");
+            d.poll(&mut sim);
+        }
+        let node = ids[rng.below(ids.len() as u64) as usize];
+        d.put(
+            &mut sim,
+            node,
+            &format!("key-{k}"),
+            bytes::Bytes::from(format!("v0-{k}")),
+        );
+    }
+    d.drain(&mut sim, tick, Duration::from_secs(120));
+    log::info!(
+        "kv churn: {} keys put ({:?}) at {}",
+        d.acked.len(),
+        d.writes,
+        sim.now()
+    );
+    for id in &ids {
+        sim.with_node(*id, |net, _| {
+            net.behavior_mut::<kv::Behaviour>()
+                .map(|k| k.take_samples())
+        });
+    }
+    let repair0 = kv_totals(&sim, &ids).repair_bytes;
+    let mut repaired_by_dead = 0u64;
+    let t0 = sim.now();
+    let end = t0 + Duration::from_secs_f64(hours * 3600.0);
+    let churn_gap = Duration::from_secs_f64(3600.0 / (churn * n as f64).max(1e-9));
+    let mut next_churn = t0 + churn_gap;
+    let mut next_sample = t0;
+    let get_gap = Duration::from_secs_f64(1.0 / gets_per_s.max(1e-9));
+    let put_gap = Duration::from_secs_f64(1.0 / puts_per_s.max(1e-9));
+    let (mut next_get, mut next_put) = (t0, t0);
+    let mut report = KvChurnReport {
+        nodes: n,
+        keys,
+        ..KvChurnReport::default()
+    };
+    let mut samples = Vec::new();
+    let mut kill = true;
+    let mut live: Vec<NodeId> = ids.clone();
+    let key_names: Vec<String> = d.acked.keys().cloned().collect();
+    while sim.now() < end {
+        let now = sim.now();
+        if now >= next_sample {
+            let h = kv_replicas(&sim, &live, &d);
+            report
+                .samples
+                .push((now.saturating_duration_since(t0).as_secs(), h));
+            next_sample = now + sample;
+        }
+        if now >= next_churn {
+            if kill && live.len() > 4 {
+                let i = rng.below(live.len() as u64) as usize;
+                let id = live.swap_remove(i);
+                if let Some(k) = sim.node(id).and_then(|n| n.behavior::<kv::Behaviour>()) {
+                    repaired_by_dead += k.stats().repair_bytes;
+                }
+                sim.kill(id);
+                report.kills += 1;
+            } else {
+                let id = NodeId(rng.next_u64());
+                let contact = live[rng.below(live.len() as u64) as usize];
+                add_node(&mut sim, id, Some(contact), &stack);
+                live.push(id);
+                ids.push(id);
+            }
+            kill = !kill;
+            next_churn += churn_gap;
+        }
+        while next_get <= now && !key_names.is_empty() {
+            let key = &key_names[rng.below(key_names.len() as u64) as usize];
+            let node = live[rng.below(live.len() as u64) as usize];
+            d.get(&mut sim, node, key, false);
+            next_get += get_gap;
+        }
+        while next_put <= now && !key_names.is_empty() {
+            let key = key_names[rng.below(key_names.len() as u64) as usize].clone();
+            let node = live[rng.below(live.len() as u64) as usize];
+            let v = bytes::Bytes::from(format!("v{}-{key}", now.as_millis()));
+            d.put(&mut sim, node, &key, v);
+            next_put += put_gap;
+        }
+        sim.run_for(tick).expect("step limit");
+        d.poll(&mut sim);
+        for id in &live {
+            let got = sim.with_node(*id, |net, _| {
+                net.behavior_mut::<kv::Behaviour>()
+                    .map(|k| k.take_samples())
+            });
+            for s in got.flatten().into_iter().flatten() {
+                samples.push(s);
+            }
+        }
+    }
+    d.drain(&mut sim, tick, Duration::from_secs(60));
+    let h = kv_replicas(&sim, &live, &d);
+    report
+        .samples
+        .push((sim.now().saturating_duration_since(t0).as_secs(), h));
+    report.min_two_replicas = report
+        .samples
+        .iter()
+        .map(|(_, h)| {
+            let total: u64 = h.iter().sum();
+            (total - h[0] - h[1]) as f64 / total.max(1) as f64
+        })
+        .fold(1.0, f64::min);
+    let mut put_l: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.op == kv::OpKind::Put && s.ok)
+        .map(|s| s.latency)
+        .collect();
+    let mut get_l: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.op == kv::OpKind::Get && s.ok)
+        .map(|s| s.latency)
+        .collect();
+    put_l.sort();
+    get_l.sort();
+    report.put_latency = [percentile(&put_l, 50), percentile(&put_l, 99)];
+    report.get_latency = [percentile(&get_l, 50), percentile(&get_l, 99)];
+    for s in samples.iter().filter(|s| s.op == kv::OpKind::Get && s.ok) {
+        if let (Some(h), Some(p)) = (s.hops, s.path) {
+            report.hops[usize::from(h).min(15)] += 1;
+            report.extra_hops[usize::from(h.saturating_sub(p)).min(2)] += 1;
+        }
+    }
+    let repair = kv_totals(&sim, &live).repair_bytes + repaired_by_dead - repair0;
+    report.repair_bytes_per_node_hour = repair as f64 / n as f64 / hours.max(1e-9);
+    report.writes = d.writes;
+    report.gets = d.gets;
+    report.wrong = d.wrong.clone();
+    report.errors = d.errors.clone();
+    report.wall = started.elapsed();
+    report
+}

@@ -31,7 +31,7 @@ type AppAnswer = Answer<Result<Reply, KvError>>;
 #[derive(Debug)]
 enum Ctx {
     /// The application's operation, sent to the key's coordinator.
-    Client { answer: AppAnswer, op: OpKind },
+    Client(Box<ClientOp>),
     /// A coordinator's store or read at one replica, for operation `op`.
     Replica { op: u64, peer: NodeId },
     /// A repair digest to `peer`, whose confirmation is `hash`.
@@ -42,6 +42,22 @@ enum Ctx {
     Handover { keys: Vec<String> },
     /// An owner's republish.
     Republish,
+}
+
+/// An application's operation: retried on a timeout or a lost route
+/// until its deadline (writes carry their version, so a retry is the
+/// same write).
+#[derive(Debug)]
+struct ClientOp {
+    answer: AppAnswer,
+    op: OpKind,
+    req: Req,
+    key: NodeId,
+    asked: Instant,
+    deadline: Instant,
+    attempt: usize,
+    /// The router's path to the coordinator when asked (for samples).
+    path: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -111,8 +127,7 @@ pub struct Behaviour {
     republish_due: BTreeSet<(Instant, String)>,
     republish_armed: Option<Instant>,
     repair_soon: bool,
-    samples: VecDeque<(Sample, Instant)>,
-    asked: BTreeMap<CallId, Instant>,
+    samples: VecDeque<Sample>,
     stats: KvStats,
 }
 
@@ -138,7 +153,6 @@ impl Behaviour {
             republish_armed: None,
             repair_soon: false,
             samples: VecDeque::new(),
-            asked: BTreeMap::new(),
             stats: KvStats::default(),
         }
     }
@@ -181,7 +195,7 @@ impl Behaviour {
 
     /// The samples kept since the last call (see `Config::with_samples`).
     pub fn take_samples(&mut self) -> Vec<Sample> {
-        self.samples.drain(..).map(|(s, _)| s).collect()
+        self.samples.drain(..).collect()
     }
 
     fn now_ms(&self, now: Instant) -> u64 {
@@ -221,12 +235,9 @@ impl Behaviour {
     ) {
         match self.calls.start(agent.now(), rule, timeout, ctx) {
             Ok(id) => {
-                if self.config.max_samples > 0 {
-                    self.asked.insert(id, agent.now());
-                }
                 agent.send_with(rule, Envelope::Request { id, body: req }, Self::opts());
             }
-            Err((e, ctx)) => self.failed(agent, ctx, None, e),
+            Err((e, ctx)) => self.failed(agent, ctx, e),
         }
         self.arm(agent);
     }
@@ -250,23 +261,41 @@ impl Behaviour {
         }
     }
 
-    fn sample(&mut self, now: Instant, id: CallId, op: OpKind, ok: bool, hops: Option<u8>) {
-        let Some(asked) = self.asked.remove(&id) else {
+    fn sample(&mut self, now: Instant, c: &ClientOp, ok: bool, hops: Option<u8>) {
+        if self.config.max_samples == 0 {
             return;
-        };
+        }
         if self.samples.len() >= self.config.max_samples {
             self.samples.pop_front();
         }
-        let latency = now.saturating_duration_since(asked);
-        self.samples.push_back((
-            Sample {
-                op,
-                ok,
-                latency,
-                hops,
-            },
-            now,
-        ));
+        self.samples.push_back(Sample {
+            op: c.op,
+            ok,
+            latency: now.saturating_duration_since(c.asked),
+            hops,
+            path: c.path,
+        });
+    }
+
+    /// Sends (or resends) an application's operation: first to the key's
+    /// closest node; a get's retries go to the next replicas in turn (any
+    /// holder can answer it), a write's to the closest again (by then the
+    /// router may have found a new one).
+    fn send_client(&mut self, agent: &mut BehaviorAgent<'_, Self>, c: Box<ClientOp>) {
+        let rule = match (c.op, c.attempt) {
+            (_, 0) | (OpKind::Put | OpKind::Delete, _) => RouteRule::Closest(c.key),
+            (OpKind::Get, n) => {
+                let set = closest(&self.nodes, c.key, self.config.replicas);
+                match set.get(n % set.len().max(1)) {
+                    Some(node) => RouteRule::Node(*node),
+                    None => RouteRule::Closest(c.key),
+                }
+            }
+        };
+        let left = c.deadline.saturating_duration_since(agent.now());
+        let timeout = left.min(self.config.attempt_timeout);
+        let req = c.req.clone();
+        self.call(agent, rule, req, timeout, Ctx::Client(c));
     }
 
     // ---- the application's side --------------------------------------
@@ -321,9 +350,24 @@ impl Behaviour {
                 (key.clone(), Req::Get { key, quorum }, OpKind::Get)
             }
         };
-        let rule = RouteRule::Closest(key_id(&key));
-        let timeout = self.config.op_timeout;
-        self.call(agent, rule, body, timeout, Ctx::Client { answer, op });
+        let key = key_id(&key);
+        let path = match op {
+            OpKind::Get if self.config.max_samples > 0 => closest(&self.nodes, key, 1)
+                .first()
+                .map(|c| self.known.get(c).copied().unwrap_or(0)),
+            _ => None,
+        };
+        let c = ClientOp {
+            answer,
+            op,
+            req: body,
+            key,
+            asked: now,
+            deadline: now + self.config.op_timeout,
+            attempt: 0,
+            path,
+        };
+        self.send_client(agent, Box::new(c));
     }
 
     fn publish(&mut self, now: Instant, key: &str, value: Bytes, version: Hlc, ttl: Duration) {
@@ -823,10 +867,10 @@ impl Behaviour {
 
     // ---- answers and failures ------------------------------------------
 
-    fn answered(&mut self, agent: &mut BehaviorAgent<'_, Self>, id: CallId, ctx: Ctx, resp: Resp) {
+    fn answered(&mut self, agent: &mut BehaviorAgent<'_, Self>, ctx: Ctx, resp: Resp) {
         let now = agent.now();
         match ctx {
-            Ctx::Client { answer, op } => {
+            Ctx::Client(c) => {
                 let (result, hops) = match resp {
                     Resp::Put(Ok((version, replicas))) => {
                         (Ok(Reply::Written { version, replicas }), None)
@@ -846,8 +890,8 @@ impl Behaviour {
                         None,
                     ),
                 };
-                self.sample(now, id, op, result.is_ok(), hops);
-                agent.answer(answer, result);
+                self.sample(now, &c, result.is_ok(), hops);
+                agent.answer(c.answer, result);
             }
             Ctx::Replica { op, peer } => self.replica_done(agent, op, peer, Some(resp)),
             Ctx::Digest { peer, hash } => {
@@ -879,20 +923,34 @@ impl Behaviour {
         }
     }
 
-    fn failed(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        ctx: Ctx,
-        id: Option<CallId>,
-        e: CallError,
-    ) {
+    fn failed(&mut self, agent: &mut BehaviorAgent<'_, Self>, ctx: Ctx, e: CallError) {
         let now = agent.now();
         match ctx {
-            Ctx::Client { answer, op } => {
-                if let Some(id) = id {
-                    self.sample(now, id, op, false, None);
+            Ctx::Client(mut c) => {
+                let again = matches!(
+                    e,
+                    CallError::Timeout(_) | CallError::NoRoute(_) | CallError::RemoteBusy
+                );
+                if again && now < c.deadline {
+                    c.attempt += 1;
+                    log::debug!(
+                        "node {}: kv {:?} of {} attempt {} failed ({e}); retrying",
+                        self.local,
+                        c.op,
+                        c.key,
+                        c.attempt
+                    );
+                    self.send_client(agent, c);
+                } else {
+                    self.sample(now, &c, false, None);
+                    let e = match e {
+                        CallError::Timeout(_) => {
+                            CallError::Timeout(now.saturating_duration_since(c.asked))
+                        }
+                        e => e,
+                    };
+                    agent.answer(c.answer, Err(KvError::Call(e)));
                 }
-                agent.answer(answer, Err(KvError::Call(e)));
             }
             Ctx::Replica { op, peer } => {
                 log::debug!("node {}: kv replica {peer}: {e}", self.local);
@@ -998,8 +1056,8 @@ impl NetworkBehavior for Behaviour {
             Envelope::Request { id, body } => self.on_request(agent, from, id, hops, body),
             Envelope::Response { id, result } => match self.calls.answer(id, agent.now()) {
                 Some(f) => match result {
-                    Ok(resp) => self.answered(agent, id, f.ctx, resp),
-                    Err(fault) => self.failed(agent, f.ctx, Some(id), CallError::from(fault)),
+                    Ok(resp) => self.answered(agent, f.ctx, resp),
+                    Err(fault) => self.failed(agent, f.ctx, CallError::from(fault)),
                 },
                 None => log::debug!(
                     "node {}: kv answer to call {id} from {from} after the call ended; discarded",
@@ -1012,7 +1070,7 @@ impl NetworkBehavior for Behaviour {
 
     fn on_dropped(&mut self, agent: &mut BehaviorAgent<'_, Self>, report: &DropReport) {
         if let Some(f) = self.calls.dropped(report.rule, agent.now()) {
-            self.failed(agent, f.ctx, Some(f.id), CallError::NoRoute(report.reason));
+            self.failed(agent, f.ctx, CallError::NoRoute(report.reason));
             self.arm(agent);
         }
     }
@@ -1039,7 +1097,7 @@ impl NetworkBehavior for Behaviour {
                 self.armed = None;
                 for f in self.calls.expire(agent.now()) {
                     let e = CallError::Timeout(f.elapsed);
-                    self.failed(agent, f.ctx, Some(f.id), e);
+                    self.failed(agent, f.ctx, e);
                 }
             }
             T_REPAIR => {

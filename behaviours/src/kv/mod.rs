@@ -83,6 +83,7 @@ pub struct Config {
     pub(crate) write_quorum: usize,
     pub(crate) read_quorum: usize,
     pub(crate) op_timeout: Duration,
+    pub(crate) attempt_timeout: Duration,
     pub(crate) replica_timeout: Duration,
     pub(crate) repair_interval: Duration,
     pub(crate) repair_delay: Duration,
@@ -106,7 +107,8 @@ impl Default for Config {
             write_quorum: 2,
             read_quorum: 2,
             op_timeout: Duration::from_secs(10),
-            replica_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(2),
+            replica_timeout: Duration::from_millis(1500),
             repair_interval: Duration::from_secs(30),
             repair_delay: Duration::from_secs(1),
             full_sync_every: 10,
@@ -154,7 +156,14 @@ impl Config {
         self.op_timeout = d;
         self
     }
-    /// How long a coordinator waits for one replica. Default 3 s.
+    /// How long one attempt of an operation waits before it is retried (a
+    /// get at the next replica, a write at the closest node again), within
+    /// the operation's timeout. Default 2 s.
+    pub fn with_attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = d;
+        self
+    }
+    /// How long a coordinator waits for one replica. Default 1.5 s.
     pub fn with_replica_timeout(mut self, d: Duration) -> Self {
         self.replica_timeout = d;
         self
@@ -299,7 +308,8 @@ impl Reply {
     }
 }
 
-/// Why an operation failed.
+/// Why an operation failed. Timeouts, lost routes and busy coordinators
+/// are retried within the operation's timeout first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KvError {
@@ -466,6 +476,9 @@ pub struct Sample {
     pub latency: Duration,
     /// For gets: hops from the caller to the holder that answered.
     pub hops: Option<u8>,
+    /// For gets: the router's path length, when the get was sent, from the
+    /// caller to the node it took for the key's closest (the coordinator).
+    pub path: Option<u8>,
 }
 
 /// Counters.

@@ -354,3 +354,24 @@ fn a_quorum_read_sees_the_newest_write_and_repairs_a_stale_replica() {
     assert_eq!(healed.as_deref(), Some(&b"new"[..]));
     assert!(kv(&sim, set[0]).stats().read_repairs >= 1);
 }
+
+#[test]
+fn under_churn_keys_keep_two_replicas_and_every_get_returns_the_last_acknowledged_write() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let r = crate::sim_support::kv_churn_scenario(
+        100,
+        1000,
+        1.0,
+        0.2,
+        2.0,
+        0.2,
+        Duration::from_secs(60),
+        1,
+    );
+    eprintln!("{r:?}");
+    assert!(r.min_two_replicas >= 0.999, "{r:?}");
+    assert_eq!(r.gets[1], 0, "wrong gets: {:?}", r.wrong);
+    assert_eq!(r.gets[2], 0, "failed gets: {:?}", r.errors);
+    assert!(r.gets[0] > 5000);
+    assert!(r.kills >= 9);
+}
