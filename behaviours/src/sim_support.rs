@@ -1234,6 +1234,9 @@ pub struct KvDriver {
     pub gets: [u64; 3],
     /// The first few wrong gets: key, expected, got.
     pub wrong: Vec<(String, Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    /// Wrong gets that returned a value where the last acknowledged write
+    /// was a delete (a deleted key back), and the rest.
+    pub wrong_kinds: [u64; 2],
     /// Errors by text.
     pub errors: BTreeMap<String, u64>,
 }
@@ -1318,6 +1321,7 @@ impl KvDriver {
                             self.gets[0] += 1;
                         } else {
                             self.gets[1] += 1;
+                            self.wrong_kinds[usize::from(expect.is_some())] += 1;
                             if self.wrong.len() < 10 {
                                 self.wrong.push((key, expect, got));
                             }
@@ -1418,8 +1422,10 @@ pub struct KvChurnReport {
     pub nodes: usize,
     /// Keys.
     pub keys: usize,
-    /// Nodes killed and joined.
+    /// Nodes killed.
     pub kills: usize,
+    /// Nodes joined.
+    pub joins: usize,
     /// Per sample: virtual seconds since churn began, and the replicas
     /// histogram ([`kv_replicas`]).
     pub samples: Vec<(u64, [u64; 6])>,
@@ -1563,6 +1569,7 @@ pub fn kv_churn_scenario(
                 add_node(&mut sim, id, Some(contact), &stack);
                 live.push(id);
                 ids.push(id);
+                report.joins += 1;
             }
             kill = !kill;
             next_churn += churn_gap;
@@ -1631,6 +1638,225 @@ pub fn kv_churn_scenario(
     report.gets = d.gets;
     report.wrong = d.wrong.clone();
     report.errors = d.errors.clone();
+    report.wall = started.elapsed();
+    report
+}
+
+/// What [`kv_partition_scenario`] found.
+#[derive(Debug, Clone, Default)]
+pub struct KvPartitionReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Keys raced on.
+    pub keys: usize,
+    /// Writes acknowledged on side A and side B during the partition.
+    pub acked: [u64; 2],
+    /// Of the keys, those whose newest acknowledged write was a delete.
+    pub deleted: usize,
+    /// How long after the split each side's routers reached exactly their
+    /// own side (the partition was real for routing).
+    pub sides_apart: Option<Duration>,
+    /// From the heal until every node's router reached every other.
+    pub routes_whole: Option<Duration>,
+    /// From then until every key's replica set held one version, the
+    /// newest anywhere.
+    pub agreed: Option<Duration>,
+    /// The repair interval the nodes ran.
+    pub repair_interval: Duration,
+    /// Keys whose agreed version is not the newest acknowledged write.
+    pub not_newest: usize,
+    /// Keys whose newest acknowledged write is a delete but a get returned
+    /// a value.
+    pub resurrected: usize,
+    /// Keys whose newest acknowledged write is a put but a get returned
+    /// another value or none.
+    pub lost: usize,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+/// The version every member of `key`'s replica set (among `live`) holds,
+/// if they agree and no other live node holds a newer one.
+fn kv_agreed(sim: &Sim, live: &BTreeSet<NodeId>, key: &str) -> Option<kv::Hlc> {
+    let set = kv::closest(live, kv::key_id(key), 3);
+    let version = |id: &NodeId| {
+        sim.node(*id)?
+            .behavior::<kv::Behaviour>()?
+            .store()
+            .get(key)
+            .map(|r| r.version)
+    };
+    let first = version(set.first()?)?;
+    if !set.iter().all(|id| version(id) == Some(first)) {
+        return None;
+    }
+    Some(first)
+}
+
+/// `n` nodes with kv; `keys` keys put; the network split into halves for
+/// `split`; on each side one writer overwrites every key and deletes a
+/// tenth of them (the two writers race: each key is written on both
+/// sides); healed. Measures how long after the routes are whole every
+/// key's replicas agree, and whether the newest write won everywhere (no
+/// deleted key back, none lost).
+// Wall time is one of the figures reported; the simulation itself reads
+// only its virtual clock.
+#[allow(clippy::disallowed_methods)]
+pub fn kv_partition_scenario(
+    n: usize,
+    keys: usize,
+    split: Duration,
+    seed: u64,
+) -> KvPartitionReport {
+    let started = std::time::Instant::now();
+    let config = kv_config();
+    let repair_interval = Duration::from_secs(30);
+    let stack = kv_stack(config.with_repair_interval(repair_interval));
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        0.0,
+    );
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        20,
+        Duration::from_millis(200),
+        &stack,
+    );
+    let until = sim.now() + Duration::from_secs(600);
+    sim.run_until_cond(until, |s| kv_routed(s, &ids))
+        .expect("step limit");
+    let names: Vec<String> = (0..keys).map(|k| format!("race-{k}")).collect();
+    let mut d = KvDriver::default();
+    let tick = Duration::from_millis(50);
+    for key in &names {
+        while d.in_flight() >= 256 {
+            sim.run_for(tick).expect("step limit");
+            d.poll(&mut sim);
+        }
+        let node = ids[rng.below(ids.len() as u64) as usize];
+        d.put(&mut sim, node, key, bytes::Bytes::from_static(b"before"));
+    }
+    d.drain(&mut sim, tick, Duration::from_secs(60));
+    // Split into random halves; wait until each side routes within itself.
+    let mut shuffled = ids.clone();
+    rng.shuffle(&mut shuffled);
+    let (a, b) = shuffled.split_at(n / 2);
+    let (a, b) = (a.to_vec(), b.to_vec());
+    sim.partition(&[a.clone(), b.clone()]);
+    let split_end = sim.now() + split;
+    let side_routed = |s: &Sim, side: &[NodeId]| {
+        side.iter()
+            .filter_map(|i| s.node(*i)?.behavior::<kv::Behaviour>())
+            .all(|k| k.nodes().len() == side.len())
+    };
+    let split_at = sim.now();
+    let until = sim.now() + split / 2;
+    let apart = sim
+        .run_until_cond(until, |s| side_routed(s, &a) && side_routed(s, &b))
+        .expect("step limit");
+    let sides_apart = apart.then(|| sim.now().saturating_duration_since(split_at));
+    // The race: both writers overwrite every key, alternating which side
+    // goes first; each deletes a tenth of the keys after its write.
+    let mut sides = [KvDriver::default(), KvDriver::default()];
+    let writers = [a[0], b[0]];
+    for (i, key) in names.iter().enumerate() {
+        let first = i % 2;
+        for s in [first, 1 - first] {
+            while sides[s].in_flight() >= 128 {
+                sim.run_for(tick).expect("step limit");
+                sides[0].poll(&mut sim);
+                sides[1].poll(&mut sim);
+            }
+            let v = bytes::Bytes::from(format!("{}-{i}", ["a", "b"][s]));
+            sides[s].put(&mut sim, writers[s], key, v);
+        }
+        sim.run_for(Duration::from_millis(2)).expect("step limit");
+    }
+    for s in &mut sides {
+        s.drain(&mut sim, tick, Duration::from_secs(60));
+    }
+    for (i, key) in names.iter().enumerate() {
+        if i % 10 == 3 {
+            sides[0].delete(&mut sim, writers[0], key);
+        } else if i % 10 == 7 {
+            sides[1].delete(&mut sim, writers[1], key);
+        }
+    }
+    for s in &mut sides {
+        s.drain(&mut sim, tick, Duration::from_secs(60));
+    }
+    if sim.now() < split_end {
+        sim.run_until(split_end).expect("step limit");
+    }
+    sim.heal();
+    let healed = sim.now();
+    let until = healed + Duration::from_secs(600);
+    let whole = sim
+        .run_until_cond(until, |s| kv_routed(s, &ids))
+        .expect("step limit");
+    let whole_at = sim.now();
+    // The newest acknowledged write of each key, either side.
+    let mut newest: BTreeMap<&str, (Option<bytes::Bytes>, kv::Hlc)> = BTreeMap::new();
+    for s in &sides {
+        for (k, (v, ver)) in &s.acked {
+            let e = newest
+                .entry(k.as_str())
+                .or_insert((None, kv::Hlc::default()));
+            if *ver > e.1 {
+                *e = (v.clone(), *ver);
+            }
+        }
+    }
+    let live: BTreeSet<NodeId> = ids.iter().copied().collect();
+    let mut agreed = None;
+    let deadline = whole_at + repair_interval * 4;
+    while sim.now() < deadline {
+        if names.iter().all(|k| kv_agreed(&sim, &live, k).is_some()) {
+            agreed = Some(sim.now().saturating_duration_since(whole_at));
+            break;
+        }
+        sim.run_for(Duration::from_millis(500)).expect("step limit");
+    }
+    let mut report = KvPartitionReport {
+        nodes: n,
+        keys,
+        acked: [sides[0].writes[0], sides[1].writes[0]],
+        sides_apart,
+        routes_whole: whole.then(|| whole_at.saturating_duration_since(healed)),
+        agreed,
+        repair_interval,
+        wall: Duration::ZERO,
+        ..KvPartitionReport::default()
+    };
+    let mut check = KvDriver::default();
+    for key in &names {
+        let Some((value, version)) = newest.get(key.as_str()).cloned() else {
+            continue;
+        };
+        if value.is_none() {
+            report.deleted += 1;
+        }
+        if kv_agreed(&sim, &live, key) != Some(version) {
+            report.not_newest += 1;
+        }
+        check.acked.insert(key.clone(), (value, version));
+        let reader = ids[rng.below(ids.len() as u64) as usize];
+        check.get(&mut sim, reader, key, false);
+        while check.in_flight() >= 256 {
+            sim.run_for(tick).expect("step limit");
+            check.poll(&mut sim);
+        }
+    }
+    check.drain(&mut sim, tick, Duration::from_secs(60));
+    report.resurrected = check.wrong_kinds[0] as usize;
+    report.lost = (check.wrong_kinds[1] + check.gets[2]) as usize;
     report.wall = started.elapsed();
     report
 }

@@ -20,6 +20,7 @@
 //! uses, and plain TCP as the loopback ceiling), and print each plexus
 //! figure next to its baseline with their ratio.
 
+mod kv;
 mod overlay;
 mod pubsub_quic;
 mod workload;
@@ -219,6 +220,51 @@ enum Workload {
         /// Seeds.
         #[arg(long, default_value_t = 100)]
         seeds: u64,
+    },
+    /// The kv store under churn on the simulator (membership, the dv
+    /// router, kv): keys put, then nodes killed and joined at random while
+    /// gets and overwrites go on; replicas counted every sample.
+    KvChurn {
+        /// Nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Simulated hours of churn.
+        #[arg(long, default_value_t = 6.0)]
+        hours: f64,
+        /// Fraction of the nodes killed and joined per hour.
+        #[arg(long, default_value_t = 0.2)]
+        churn: f64,
+        /// Gets per second (random keys, random nodes).
+        #[arg(long, default_value_t = 5.0)]
+        gets: f64,
+        /// Overwrites per second.
+        #[arg(long, default_value_t = 0.5)]
+        puts: f64,
+        /// Minutes between replica counts.
+        #[arg(long, default_value_t = 10)]
+        sample_min: u64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The kv store across a partition on the simulator: halves, a writer
+    /// on each side racing on every key (and deleting some), healed.
+    KvPartition {
+        /// Nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Keys raced on.
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// How long the partition lasts, seconds.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// 2, 3, 5 and 10 nodes joining one at a time in random order and
     /// timing: all join, all deliver a broadcast from each.
@@ -548,6 +594,31 @@ fn main() {
             seconds,
             seeds,
         } => overlay::gossip_partition(nodes.max(2), seconds, seeds),
+        Workload::KvChurn {
+            nodes,
+            keys,
+            hours,
+            churn,
+            gets,
+            puts,
+            sample_min,
+            seed,
+        } => kv::churn(
+            nodes.max(4),
+            keys,
+            hours,
+            churn,
+            gets,
+            puts,
+            sample_min,
+            seed,
+        ),
+        Workload::KvPartition {
+            nodes,
+            keys,
+            seconds,
+            seed,
+        } => kv::partition(nodes.max(4), keys, seconds, seed),
         Workload::Pubsub {
             nodes,
             publications,

@@ -375,3 +375,16 @@ fn under_churn_keys_keep_two_replicas_and_every_get_returns_the_last_acknowledge
     assert!(r.gets[0] > 5000);
     assert!(r.kills >= 9);
 }
+
+#[test]
+fn racing_writers_across_a_partition_agree_after_the_heal_and_no_deleted_key_returns() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let r = crate::sim_support::kv_partition_scenario(60, 300, Duration::from_secs(60), 1);
+    eprintln!("{r:?}");
+    assert!(r.acked[0] >= 300 && r.acked[1] >= 300, "{r:?}");
+    assert!(r.deleted >= 50, "{r:?}");
+    assert!(r.sides_apart.is_some() && r.routes_whole.is_some(), "{r:?}");
+    let agreed = r.agreed.expect("replicas agreed");
+    assert!(agreed <= r.repair_interval, "{r:?}");
+    assert_eq!((r.not_newest, r.resurrected, r.lost), (0, 0, 0), "{r:?}");
+}
