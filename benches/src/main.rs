@@ -250,6 +250,33 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The kv store over QUIC on 127.0.0.1: N nodes in this process
+    /// (membership, ping, the dv router, kv); records put from random
+    /// nodes, each read from another; a fifth of the nodes killed, every
+    /// record read again.
+    Kv {
+        /// Nodes.
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        /// Records.
+        #[arg(long, default_value_t = 1000)]
+        records: usize,
+        /// Bytes per record.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Operations in flight.
+        #[arg(long, default_value_t = 32)]
+        in_flight: usize,
+        /// Fraction of the nodes killed.
+        #[arg(long, default_value_t = 0.2)]
+        kill: f64,
+        /// Replicas per key (kv's k).
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The kv store across a partition on the simulator: halves, a writer
     /// on each side racing on every key (and deleting some), healed.
     KvPartition {
@@ -611,6 +638,23 @@ fn main() {
             gets,
             puts,
             sample_min,
+            seed,
+        ),
+        Workload::Kv {
+            nodes,
+            records,
+            size,
+            in_flight,
+            kill,
+            replicas,
+            seed,
+        } => kv::quic(
+            nodes.max(2),
+            records,
+            size,
+            in_flight.max(1),
+            kill.clamp(0.0, 0.9),
+            replicas.max(1),
             seed,
         ),
         Workload::KvPartition {

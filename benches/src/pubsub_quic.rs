@@ -28,7 +28,7 @@ struct Got {
 
 /// Bytes sent on the loopback interface so far (IP, UDP and QUIC headers
 /// included), from /proc/net/dev; 0 where unavailable.
-fn loopback_tx_bytes() -> u64 {
+pub(crate) fn loopback_tx_bytes() -> u64 {
     let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
     dev.lines()
         .find(|l| l.trim_start().starts_with("lo:"))
@@ -39,7 +39,7 @@ fn loopback_tx_bytes() -> u64 {
 }
 
 /// CPU time of this process so far (user + system), from /proc.
-fn cpu_time() -> Duration {
+pub(crate) fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces) end with ')'.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);

@@ -24,6 +24,7 @@ const T_CALLS: u64 = 1;
 const T_REPAIR: u64 = 2;
 const T_SOON: u64 = 3;
 const T_REPUBLISH: u64 = 4;
+const T_HEDGE: u64 = 5;
 
 type AppAnswer = Answer<Result<Reply, KvError>>;
 
@@ -31,7 +32,7 @@ type AppAnswer = Answer<Result<Reply, KvError>>;
 #[derive(Debug)]
 enum Ctx {
     /// The application's operation, sent to the key's coordinator.
-    Client(Box<ClientOp>),
+    Client(u64),
     /// A coordinator's store or read at one replica, for operation `op`.
     Replica { op: u64, peer: NodeId },
     /// A repair digest to `peer`, whose confirmation is `hash`.
@@ -50,6 +51,10 @@ enum Ctx {
 #[derive(Debug)]
 struct ClientOp {
     answer: AppAnswer,
+    /// Attempts sent and not yet ended.
+    open: usize,
+    /// When the next hedge (a get's extra attempt) is due.
+    hedge_at: Option<Instant>,
     op: OpKind,
     req: Req,
     key: NodeId,
@@ -82,6 +87,8 @@ enum OpState {
         heard: usize,
         needed: usize,
         best: Option<Record>,
+        /// Replicas asked.
+        asked: usize,
         /// Replicas that answered, with the version they hold.
         answers: Vec<(NodeId, Option<Hlc>)>,
         answered: bool,
@@ -128,6 +135,12 @@ pub struct Behaviour {
     republish_armed: Option<Instant>,
     repair_soon: bool,
     samples: VecDeque<Sample>,
+    clients: BTreeMap<u64, ClientOp>,
+    next_client: u64,
+    hedges: BTreeSet<(Instant, u64)>,
+    hedge_armed: Option<Instant>,
+    /// Smoothed get latency and its deviation, µs (RFC 6298's estimator).
+    srtt: Option<(f64, f64)>,
     stats: KvStats,
 }
 
@@ -153,6 +166,11 @@ impl Behaviour {
             republish_armed: None,
             repair_soon: false,
             samples: VecDeque::new(),
+            clients: BTreeMap::new(),
+            next_client: 0,
+            hedges: BTreeSet::new(),
+            hedge_armed: None,
+            srtt: None,
             stats: KvStats::default(),
         }
     }
@@ -251,6 +269,14 @@ impl Behaviour {
             }
             self.armed = next;
         }
+        let next = self.hedges.first().map(|(at, _)| *at);
+        if next != self.hedge_armed {
+            match next {
+                Some(at) => agent.schedule_at(at, T_HEDGE),
+                None => agent.cancel_timer(T_HEDGE),
+            }
+            self.hedge_armed = next;
+        }
         let next = self.republish_due.first().map(|(at, _)| *at);
         if next != self.republish_armed {
             match next {
@@ -278,24 +304,88 @@ impl Behaviour {
     }
 
     /// Sends (or resends) an application's operation: first to the key's
-    /// closest node; a get's retries go to the next replicas in turn (any
-    /// holder can answer it), a write's to the closest again (by then the
-    /// router may have found a new one).
-    fn send_client(&mut self, agent: &mut BehaviorAgent<'_, Self>, c: Box<ClientOp>) {
+    /// closest node; a get's further attempts go to the next replicas in
+    /// turn (any holder can answer it), a write's to the closest again (by
+    /// then the router may have found a new one). A get is hedged: if no
+    /// answer came within [`hedge_delay`](Self::hedge_delay), the next
+    /// replica is asked too, and the first answer wins.
+    fn send_client(&mut self, agent: &mut BehaviorAgent<'_, Self>, cid: u64) {
+        let now = agent.now();
+        let hedge = self.hedge_delay();
+        let replicas = self.config.replicas;
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
         let rule = match (c.op, c.attempt) {
             (_, 0) | (OpKind::Put | OpKind::Delete, _) => RouteRule::Closest(c.key),
             (OpKind::Get, n) => {
-                let set = closest(&self.nodes, c.key, self.config.replicas);
+                let set = closest(&self.nodes, c.key, replicas);
                 match set.get(n % set.len().max(1)) {
                     Some(node) => RouteRule::Node(*node),
                     None => RouteRule::Closest(c.key),
                 }
             }
         };
-        let left = c.deadline.saturating_duration_since(agent.now());
+        c.open += 1;
+        if let Some(at) = c.hedge_at.take() {
+            self.hedges.remove(&(at, cid));
+        }
+        if c.op == OpKind::Get && c.attempt + 1 < replicas && now + hedge < c.deadline {
+            c.hedge_at = Some(now + hedge);
+            self.hedges.insert((now + hedge, cid));
+        }
+        let left = c.deadline.saturating_duration_since(now);
         let timeout = left.min(self.config.attempt_timeout);
         let req = c.req.clone();
-        self.call(agent, rule, req, timeout, Ctx::Client(c));
+        self.call(agent, rule, req, timeout, Ctx::Client(cid));
+    }
+
+    /// How long a get waits before it also asks the next replica: the
+    /// smoothed get latency plus four deviations (at least 5 ms), or a
+    /// quarter of the attempt timeout before any get has been measured.
+    fn hedge_delay(&self) -> Duration {
+        let cap = self.config.attempt_timeout / 2;
+        match self.srtt {
+            Some((srtt, var)) => Duration::from_micros((srtt + 4.0 * var) as u64)
+                .max(Duration::from_millis(5))
+                .min(cap),
+            None => self.config.attempt_timeout / 4,
+        }
+    }
+
+    fn measured(&mut self, latency: Duration) {
+        let r = latency.as_micros() as f64;
+        self.srtt = Some(match self.srtt {
+            None => (r, r / 2.0),
+            Some((srtt, var)) => (
+                0.875 * srtt + 0.125 * r,
+                0.75 * var + 0.25 * (srtt - r).abs(),
+            ),
+        });
+    }
+
+    /// Takes an application's operation out of the table (it is ending).
+    fn end_client(&mut self, cid: u64) -> Option<ClientOp> {
+        let c = self.clients.remove(&cid)?;
+        if let Some(at) = c.hedge_at {
+            self.hedges.remove(&(at, cid));
+        }
+        Some(c)
+    }
+
+    fn hedge(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
+        let now = agent.now();
+        while let Some(&(at, cid)) = self.hedges.first() {
+            if at > now {
+                break;
+            }
+            self.hedges.remove(&(at, cid));
+            if let Some(c) = self.clients.get_mut(&cid) {
+                c.hedge_at = None;
+                c.attempt += 1;
+                self.send_client(agent, cid);
+            }
+        }
     }
 
     // ---- the application's side --------------------------------------
@@ -346,6 +436,10 @@ impl Behaviour {
                 };
                 (key.clone(), Req::Put { key, record }, OpKind::Delete)
             }
+            super::Request::Stats => {
+                agent.answer(answer, Ok(Reply::Stats(self.stats())));
+                return;
+            }
             super::Request::Get { key, quorum } => {
                 (key.clone(), Req::Get { key, quorum }, OpKind::Get)
             }
@@ -359,6 +453,8 @@ impl Behaviour {
         };
         let c = ClientOp {
             answer,
+            open: 0,
+            hedge_at: None,
             op,
             req: body,
             key,
@@ -367,7 +463,10 @@ impl Behaviour {
             attempt: 0,
             path,
         };
-        self.send_client(agent, Box::new(c));
+        let cid = self.next_client;
+        self.next_client += 1;
+        self.clients.insert(cid, c);
+        self.send_client(agent, cid);
     }
 
     fn publish(&mut self, now: Instant, key: &str, value: Bytes, version: Hlc, ttl: Duration) {
@@ -543,6 +642,7 @@ impl Behaviour {
                     heard,
                     needed,
                     best: local,
+                    asked: others.len(),
                     answers: Vec::new(),
                     answered: false,
                     hops: if quorum { hops } else { hops.saturating_add(1) },
@@ -607,6 +707,7 @@ impl Behaviour {
                 heard,
                 needed,
                 best,
+                asked,
                 answers,
                 answered,
                 hops,
@@ -622,18 +723,24 @@ impl Behaviour {
                         }
                     }
                 }
+                let all_in = op.pending == 0;
+                // "Not found" needs every other replica to say so: one
+                // that could not be asked may hold it.
                 let ready = if *quorum {
                     *heard >= *needed
                 } else {
-                    best.is_some() || op.pending == 0
+                    best.is_some() || (all_in && answers.len() == *asked)
                 };
-                if !*answered && (ready || op.pending == 0) {
+                if !*answered && ready {
                     *answered = true;
                     let found = best
                         .as_ref()
                         .and_then(|r| r.value.clone().map(|v| (v, r.version)));
                     let hops = *hops;
                     Self::respond(agent, from, call, Resp::Get { found, hops });
+                } else if !*answered && all_in {
+                    *answered = true;
+                    Self::respond(agent, from, call, Resp::Unavailable);
                 }
             }
         }
@@ -870,7 +977,16 @@ impl Behaviour {
     fn answered(&mut self, agent: &mut BehaviorAgent<'_, Self>, ctx: Ctx, resp: Resp) {
         let now = agent.now();
         match ctx {
-            Ctx::Client(c) => {
+            Ctx::Client(cid) if resp == Resp::Unavailable => {
+                // The coordinator could reach no holder: like a lost
+                // attempt, try the next replica.
+                self.failed_as(agent, Ctx::Client(cid), KvError::Unavailable, true);
+            }
+            Ctx::Client(cid) => {
+                let Some(c) = self.end_client(cid) else {
+                    // Another attempt (a hedge) answered first.
+                    return;
+                };
                 let (result, hops) = match resp {
                     Resp::Put(Ok((version, replicas))) => {
                         (Ok(Reply::Written { version, replicas }), None)
@@ -890,6 +1006,9 @@ impl Behaviour {
                         None,
                     ),
                 };
+                if c.op == OpKind::Get && result.is_ok() {
+                    self.measured(now.saturating_duration_since(c.asked));
+                }
                 self.sample(now, &c, result.is_ok(), hops);
                 agent.answer(c.answer, result);
             }
@@ -924,13 +1043,32 @@ impl Behaviour {
     }
 
     fn failed(&mut self, agent: &mut BehaviorAgent<'_, Self>, ctx: Ctx, e: CallError) {
+        let again = matches!(
+            e,
+            CallError::Timeout(_) | CallError::NoRoute(_) | CallError::RemoteBusy
+        );
+        self.failed_as(agent, ctx, KvError::Call(e), again)
+    }
+
+    /// A call ended without a usable answer: `e`, retried if `again`.
+    fn failed_as(
+        &mut self,
+        agent: &mut BehaviorAgent<'_, Self>,
+        ctx: Ctx,
+        e: KvError,
+        again: bool,
+    ) {
         let now = agent.now();
         match ctx {
-            Ctx::Client(mut c) => {
-                let again = matches!(
-                    e,
-                    CallError::Timeout(_) | CallError::NoRoute(_) | CallError::RemoteBusy
-                );
+            Ctx::Client(cid) => {
+                let Some(c) = self.clients.get_mut(&cid) else {
+                    return;
+                };
+                c.open -= 1;
+                if c.open > 0 {
+                    // Another attempt is still out: it may answer.
+                    return;
+                }
                 if again && now < c.deadline {
                     c.attempt += 1;
                     log::debug!(
@@ -940,16 +1078,17 @@ impl Behaviour {
                         c.key,
                         c.attempt
                     );
-                    self.send_client(agent, c);
+                    self.send_client(agent, cid);
                 } else {
+                    let c = self.end_client(cid).expect("present");
                     self.sample(now, &c, false, None);
                     let e = match e {
-                        CallError::Timeout(_) => {
-                            CallError::Timeout(now.saturating_duration_since(c.asked))
-                        }
+                        KvError::Call(CallError::Timeout(_)) => KvError::Call(CallError::Timeout(
+                            now.saturating_duration_since(c.asked),
+                        )),
                         e => e,
                     };
-                    agent.answer(c.answer, Err(KvError::Call(e)));
+                    agent.answer(c.answer, Err(e));
                 }
             }
             Ctx::Replica { op, peer } => {
@@ -1107,6 +1246,10 @@ impl NetworkBehavior for Behaviour {
             T_SOON => {
                 self.repair_soon = false;
                 self.repair(agent);
+            }
+            T_HEDGE => {
+                self.hedge_armed = None;
+                self.hedge(agent);
             }
             T_REPUBLISH => {
                 self.republish_armed = None;

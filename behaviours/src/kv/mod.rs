@@ -253,6 +253,8 @@ pub enum Request {
         /// The key.
         key: String,
     },
+    /// This node's counters ([`Reply::Stats`]).
+    Stats,
 }
 
 impl Request {
@@ -296,6 +298,8 @@ pub enum Reply {
     },
     /// No value: never written, deleted, or expired.
     NotFound,
+    /// The node's counters.
+    Stats(KvStats),
 }
 
 impl Reply {
@@ -333,6 +337,9 @@ pub enum KvError {
     },
     /// The owner's republish table is full: a put with a TTL was refused.
     TooManyPublished(usize),
+    /// No holder of the key could be reached (each coordinator tried
+    /// lacked it and could not ask every other replica).
+    Unavailable,
 }
 
 impl fmt::Display for KvError {
@@ -349,6 +356,7 @@ impl fmt::Display for KvError {
             KvError::TooLarge { len, max } => {
                 write!(f, "value of {len} bytes exceeds the maximum of {max}")
             }
+            KvError::Unavailable => f.write_str("no holder of the key could be reached"),
             KvError::TooManyPublished(n) => {
                 write!(f, "this node already republishes {n} records with a TTL")
             }
@@ -447,6 +455,9 @@ pub enum Resp {
     Stored(Vec<Ack>),
     /// To [`Req::Read`].
     Read(Option<WireRecord>),
+    /// To [`Req::Get`]: the coordinator has no copy and could not ask
+    /// every other replica (the caller tries another).
+    Unavailable,
     /// To [`Req::Digest`]: the key ids to send.
     Want(Vec<NodeId>),
 }

@@ -388,3 +388,56 @@ fn racing_writers_across_a_partition_agree_after_the_heal_and_no_deleted_key_ret
     assert!(agreed <= r.repair_interval, "{r:?}");
     assert_eq!((r.not_newest, r.resurrected, r.lost), (0, 0, 0), "{r:?}");
 }
+
+#[test]
+fn a_fifth_of_the_nodes_killed_at_once_loses_only_keys_whose_every_holder_died() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let s = crate::sim_support::kv_stack(kv_config());
+    let (mut sim, ids, mut rng) = net(50, 8, &s);
+    let mut d = crate::sim_support::KvDriver::default();
+    for k in 0..1000 {
+        let node = ids[rng.below(50) as usize];
+        d.put(
+            &mut sim,
+            node,
+            &format!("r{k}"),
+            Bytes::from(format!("v{k}")),
+        );
+    }
+    d.drain(&mut sim, Duration::from_millis(20), Duration::from_secs(60));
+    assert_eq!(d.writes, [1000, 0]);
+    let mut order = ids.clone();
+    rng.shuffle(&mut order);
+    let dead: BTreeSet<NodeId> = order[..10].iter().copied().collect();
+    // Keys whose every holder dies cannot survive.
+    let doomed: BTreeSet<String> = d
+        .acked
+        .keys()
+        .filter(|k| holders(&sim, &ids, k).iter().all(|h| dead.contains(h)))
+        .cloned()
+        .collect();
+    for id in &dead {
+        sim.kill(*id);
+    }
+    let alive: Vec<NodeId> = ids.iter().copied().filter(|i| !dead.contains(i)).collect();
+    let keys: Vec<String> = d.acked.keys().cloned().collect();
+    for k in &keys {
+        let node = alive[rng.below(alive.len() as u64) as usize];
+        d.get(&mut sim, node, k, false);
+    }
+    d.drain(&mut sim, Duration::from_millis(20), Duration::from_secs(60));
+    eprintln!(
+        "doomed {} gets {:?} wrong {:?} errors {:?}",
+        doomed.len(),
+        d.gets,
+        d.wrong,
+        d.errors
+    );
+    let wrong_not_doomed: Vec<_> = d
+        .wrong
+        .iter()
+        .filter(|(k, _, _)| !doomed.contains(k))
+        .collect();
+    assert!(wrong_not_doomed.is_empty(), "{wrong_not_doomed:?}");
+    assert_eq!(d.gets[1] + d.gets[2], doomed.len() as u64, "{:?}", d.errors);
+}
