@@ -18,7 +18,7 @@ use bytes::Bytes;
 use clap::Parser;
 use common::{parse_addr, parse_seed, Seed, Signals};
 use plexus::behaviours::pubsub::Topic;
-use plexus::behaviours::{broadcast, gossip, membership, pubsub};
+use plexus::behaviours::{broadcast, gossip, kv, membership, pubsub};
 use plexus::ping;
 use plexus::router::{dv, StaticRouter};
 use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
@@ -44,6 +44,9 @@ enum Behaviour {
     Pubsub,
     /// A replicated key-value map of CRDTs (needs membership).
     Gossip,
+    /// A key-value store on the 3 nodes closest to each key (a DHT; needs
+    /// the router).
+    Kv,
 }
 
 #[derive(Parser, Debug)]
@@ -85,6 +88,12 @@ fn check(args: &Args) -> Result<(), String> {
                 "--behaviours {name} needs membership (its neighbours): add it, e.g. --behaviours ping,membership,{name}"
             ));
         }
+    }
+    if has(Behaviour::Kv) && !has(Behaviour::Router) {
+        return Err(
+            "--behaviours kv needs the router (it finds each key's closest nodes by it): add it, e.g. --behaviours ping,router,membership,kv"
+                .into(),
+        );
     }
     if !args.subscribe.is_empty() && !has(Behaviour::Pubsub) {
         return Err(
@@ -149,6 +158,9 @@ async fn run(args: Args) -> Result<(), String> {
             gossip::Config::default().with_watch(""),
         ));
     }
+    if has(Behaviour::Kv) {
+        builder = builder.behavior(kv::Behaviour::new(kv::Config::default()));
+    }
     // Seeds are bootstrap peers: dialled at once, retried with backoff while
     // they fail (each failure printed with its reason), dialled again if the
     // node is ever left with no connection.
@@ -174,9 +186,14 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("subscribe {t}: {e}"))?;
         println!("subscribed to {t}");
     }
-    if has(Behaviour::Broadcast) || has(Behaviour::Pubsub) || has(Behaviour::Membership) {
+    if has(Behaviour::Broadcast)
+        || has(Behaviour::Pubsub)
+        || has(Behaviour::Membership)
+        || has(Behaviour::Kv)
+    {
         println!("commands: {COMMANDS}");
     }
+    let kv_runs = has(Behaviour::Kv);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
 
@@ -189,7 +206,7 @@ async fn run(args: Args) -> Result<(), String> {
                 break;
             }
             line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => command(&node, line.trim()).await,
+                Ok(Some(line)) => command(&node, line.trim(), kv_runs).await,
                 // No (more) input, as under a service manager: keep running.
                 Ok(None) | Err(_) => stdin_open = false,
             },
@@ -247,7 +264,9 @@ async fn run(args: Args) -> Result<(), String> {
 
 /// What can be typed on stdin.
 const COMMANDS: &str = "broadcast <text> | publish <topic> <text> | peers | \
-set <key> <text> | incr <key> [n] | add <key> <item> | remove <key> <item> | del <key> | get <key>";
+put <key> <text> [ttl-seconds] | get <key> | delete <key> (kv) | \
+set <key> <text> | incr <key> [n] | add <key> <item> | remove <key> <item> | del <key> | show <key> (gossip; \
+get too, when kv does not run)";
 
 /// A gossip value as text.
 fn show(v: Option<&gossip::Value>) -> String {
@@ -310,8 +329,56 @@ async fn gossip_command(node: &NodeHandle, verb: &str, rest: &str) -> Result<Str
     }
 }
 
+/// A kv command: `put <key> <text> [ttl-seconds]`, `get <key>`,
+/// `delete <key>`.
+async fn kv_command(node: &NodeHandle, verb: &str, rest: &str) -> Result<String, String> {
+    let mut words = rest.splitn(2, ' ');
+    let key = words.next().unwrap_or("").to_owned();
+    let arg = words.next().unwrap_or("");
+    if key.is_empty() {
+        return Err(format!(
+            "usage: {verb} <key>{}",
+            if verb == "put" {
+                " <text> [ttl-seconds]"
+            } else {
+                ""
+            }
+        ));
+    }
+    let req = match verb {
+        "put" => {
+            // A last word that is a number is a TTL in seconds.
+            let (text, ttl) = match arg.rsplit_once(' ') {
+                Some((t, n)) if n.parse::<u64>().is_ok() => {
+                    (t, Some(Duration::from_secs(n.parse().unwrap_or(0))))
+                }
+                _ => (arg, None),
+            };
+            kv::Request::Put {
+                key: key.clone(),
+                value: Bytes::from(text.to_owned()),
+                ttl,
+            }
+        }
+        "delete" => kv::Request::delete(key.clone()),
+        _ => kv::Request::get(key.clone()),
+    };
+    match node.rpc::<kv::Behaviour>(req).await {
+        Ok(Ok(kv::Reply::Found { value, .. })) => {
+            Ok(format!("{key} = {}", String::from_utf8_lossy(&value)))
+        }
+        Ok(Ok(kv::Reply::NotFound)) => Ok(format!("{key}: not found")),
+        Ok(Ok(kv::Reply::Written { replicas, .. })) => {
+            Ok(format!("{key}: stored on {replicas} node(s)"))
+        }
+        Ok(Ok(other)) => Ok(format!("{other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One line typed on stdin.
-async fn command(node: &NodeHandle, line: &str) {
+async fn command(node: &NodeHandle, line: &str, kv_runs: bool) {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     let result = match verb {
         "" => return,
@@ -344,7 +411,14 @@ async fn command(node: &NodeHandle, line: &str) {
                 }
                 other => format!("{other:?}"),
             }),
-        "set" | "incr" | "add" | "remove" | "del" | "get" => {
+        "put" | "get" | "delete" if verb != "get" || kv_runs => {
+            match kv_command(node, verb, rest).await {
+                Ok(r) => println!("{r}"),
+                Err(e) => println!("{verb}: {e}"),
+            }
+            return;
+        }
+        "set" | "incr" | "add" | "remove" | "del" | "get" | "show" => {
             match gossip_command(node, verb, rest).await {
                 Ok(r) => println!("{r}"),
                 Err(e) => println!("{verb}: {e}"),

@@ -360,3 +360,44 @@ fn three_nodes_broadcast_publish_and_share_a_map_as_typed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Three nodes with the router and kv: a record put on one is read on
+/// another, deleted on the third, and gone.
+#[test]
+fn three_nodes_put_get_and_delete_through_the_kv_store() {
+    let dir = temp_dir("kv");
+    let stack = "ping,router,membership,kv";
+    let common = ["--listen", "quic://127.0.0.1:0", "--behaviours", stack];
+    let (mut a, id_a, addr_a) = node(&dir, "a", &common);
+    let seed = format!("{id_a}@{addr_a}");
+    let joiner = |name: &str| {
+        let mut args = common.to_vec();
+        args.extend(["--seed", &seed]);
+        node(&dir, name, &args)
+    };
+    let (mut b, _, _) = joiner("b");
+    let (mut c, _, _) = joiner("c");
+    // Every router reaches both others before the first put.
+    for p in [&a, &b, &c] {
+        p.expect("routes to both others", |l| {
+            l.starts_with("status:") && l.ends_with(", 2 route(s)")
+        });
+    }
+    a.type_line("put greeting hello world");
+    a.expect("the put acknowledged", |l| {
+        l.starts_with("greeting: stored on ")
+    });
+    c.type_line("get greeting");
+    c.expect("the value", |l| l == "greeting = hello world");
+    b.type_line("delete greeting");
+    b.expect("the delete acknowledged", |l| {
+        l.starts_with("greeting: stored on ")
+    });
+    c.type_line("get greeting");
+    c.expect("the key gone", |l| l == "greeting: not found");
+    a.type_line("put");
+    a.expect("the usage", |l| l.starts_with("put: usage: put <key>"));
+    for p in [a, b, c] {
+        assert_eq!(p.interrupt_and_wait(), 0);
+    }
+}
