@@ -1415,6 +1415,17 @@ pub fn kv_totals(sim: &Sim, ids: &[NodeId]) -> kv::KvStats {
     t
 }
 
+/// Moves the kv samples of `nodes` into `into`.
+fn collect_samples(sim: &mut Sim, nodes: &[NodeId], into: &mut Vec<kv::Sample>) {
+    for id in nodes {
+        let got = sim.with_node(*id, |net, _| {
+            net.behavior_mut::<kv::Behaviour>()
+                .map(|k| k.take_samples())
+        });
+        into.extend(got.flatten().into_iter().flatten());
+    }
+}
+
 /// What [`kv_churn_scenario`] measured.
 #[derive(Debug, Clone, Default)]
 pub struct KvChurnReport {
@@ -1543,6 +1554,7 @@ pub fn kv_churn_scenario(
     };
     let mut samples = Vec::new();
     let mut kill = true;
+    let mut ticks = 0u64;
     let mut live: Vec<NodeId> = ids.clone();
     let key_names: Vec<String> = d.acked.keys().cloned().collect();
     while sim.now() < end {
@@ -1561,6 +1573,7 @@ pub fn kv_churn_scenario(
                 if let Some(k) = sim.node(id).and_then(|n| n.behavior::<kv::Behaviour>()) {
                     repaired_by_dead += k.stats().repair_bytes;
                 }
+                collect_samples(&mut sim, &[id], &mut samples);
                 sim.kill(id);
                 report.kills += 1;
             } else {
@@ -1589,16 +1602,12 @@ pub fn kv_churn_scenario(
         }
         sim.run_for(tick).expect("step limit");
         d.poll(&mut sim);
-        for id in &live {
-            let got = sim.with_node(*id, |net, _| {
-                net.behavior_mut::<kv::Behaviour>()
-                    .map(|k| k.take_samples())
-            });
-            for s in got.flatten().into_iter().flatten() {
-                samples.push(s);
-            }
+        ticks += 1;
+        if ticks % 200 == 0 {
+            collect_samples(&mut sim, &live, &mut samples);
         }
     }
+    collect_samples(&mut sim, &live, &mut samples);
     d.drain(&mut sim, tick, Duration::from_secs(60));
     let h = kv_replicas(&sim, &live, &d);
     report
