@@ -84,8 +84,12 @@ impl HlcClock {
     pub fn stamp(&mut self, physical_ms: u64) -> Hlc {
         self.last = if physical_ms > self.last.0 {
             (physical_ms, 0)
+        } else if self.last.1 == u32::MAX {
+            // The counter is spent (a remote stamp may set it there): move
+            // on to the next millisecond rather than repeat a stamp.
+            (self.last.0.saturating_add(1), 0)
         } else {
-            (self.last.0, self.last.1.saturating_add(1))
+            (self.last.0, self.last.1 + 1)
         };
         Hlc {
             millis: self.last.0,
@@ -500,6 +504,21 @@ pub(crate) fn stable_hash<T: Hash + ?Sized>(t: &T) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spent_counter_moves_the_clock_to_the_next_millisecond() {
+        let mut c = HlcClock::new(NodeId(1), 60_000);
+        let far = Hlc {
+            millis: 1_000,
+            counter: u32::MAX,
+            node: NodeId(2),
+        };
+        c.observe(far, 1_000);
+        let a = c.stamp(1_000);
+        let b = c.stamp(1_000);
+        assert!(far < a && a < b, "{far:?} {a:?} {b:?}");
+        assert_eq!((a.millis, a.counter), (1_001, 0));
+    }
 
     fn origin(node: u64, life: u64, millis: u64) -> Origin {
         Origin {

@@ -41,8 +41,8 @@ enum Ctx {
     Push { synced: Option<(NodeId, u64)> },
     /// Records handed over to one member of their replica set.
     Handover { keys: Vec<String> },
-    /// An owner's republish.
-    Republish,
+    /// An owner's republish of `key` at `version`.
+    Republish { key: String, version: Hlc },
 }
 
 /// An application's operation: retried on a timeout or a lost route
@@ -469,9 +469,33 @@ impl Behaviour {
         self.send_client(agent, cid);
     }
 
+    /// How often an owner republishes a record of this TTL (at least once a
+    /// second, so a tiny TTL cannot spin the node).
+    fn republish_every(ttl: Duration, fraction: f64) -> Duration {
+        ttl.mul_f64(fraction).max(Duration::from_secs(1))
+    }
+
+    /// A write of `key` at `version` found `held` at the coordinator: if
+    /// newer, someone else wrote (or deleted) the key since, and this
+    /// node's republishing of it stops.
+    fn superseded(&mut self, key: &str, version: Hlc, held: Hlc) {
+        if held > version
+            && self
+                .published
+                .get(key)
+                .is_some_and(|p| p.version == version)
+        {
+            log::debug!(
+                "node {}: kv {key} superseded by {held:?}; no longer republished",
+                self.local
+            );
+            self.unpublish(key);
+        }
+    }
+
     fn publish(&mut self, now: Instant, key: &str, value: Bytes, version: Hlc, ttl: Duration) {
         self.unpublish(key);
-        let at = now + ttl.mul_f64(self.config.republish_fraction);
+        let at = now + Self::republish_every(ttl, self.config.republish_fraction);
         self.republish_due.insert((at, key.to_owned()));
         self.published.insert(
             key.to_owned(),
@@ -504,18 +528,17 @@ impl Behaviour {
                 version: p.version,
                 ttl_ms: Some(p.ttl.as_millis() as u64),
             };
-            let next = now + p.ttl.mul_f64(self.config.republish_fraction);
+            let version = p.version;
+            let next = now + Self::republish_every(p.ttl, self.config.republish_fraction);
             self.republish_due.insert((next, key.clone()));
             self.stats.republished += 1;
             let rule = RouteRule::Closest(key_id(&key));
             let timeout = self.config.op_timeout;
-            self.call(
-                agent,
-                rule,
-                Req::Put { key, record },
-                timeout,
-                Ctx::Republish,
-            );
+            let ctx = Ctx::Republish {
+                key: key.clone(),
+                version,
+            };
+            self.call(agent, rule, Req::Put { key, record }, timeout, ctx);
         }
     }
 
@@ -562,10 +585,19 @@ impl Behaviour {
             Self::respond(agent, from, call, Resp::Put(Err(Failure::Full)));
             return;
         }
-        let (others, _) = self.others(&key);
-        let needed = self.config.write_quorum.min(others.len() + 1);
-        if needed <= 1 {
-            Self::respond(agent, from, call, Resp::Put(Ok((version, 1))));
+        // The version held here now: this write's, or a newer one that
+        // superseded it (the caller learns it, and an owner stops
+        // republishing a superseded record).
+        let version = self
+            .store
+            .get(&key)
+            .map_or(version, |r| r.version.max(version));
+        // This node counts towards the quorum only if it is a replica.
+        let (others, in_set) = self.others(&key);
+        let held = usize::from(in_set);
+        let needed = self.config.write_quorum.min(others.len() + held).max(1);
+        if held >= needed {
+            Self::respond(agent, from, call, Resp::Put(Ok((version, held as u8))));
             if others.is_empty() {
                 return;
             }
@@ -581,9 +613,9 @@ impl Behaviour {
                 pending: others.len(),
                 state: OpState::Write {
                     version,
-                    held: 1,
+                    held,
                     needed,
-                    answered: needed <= 1,
+                    answered: held >= needed,
                 },
             },
         );
@@ -629,7 +661,7 @@ impl Behaviour {
         };
         let op = self.next_op;
         self.next_op += 1;
-        let heard = usize::from(quorum);
+        let heard = usize::from(quorum && in_set);
         self.ops.insert(
             op,
             Op {
@@ -796,9 +828,14 @@ impl Behaviour {
 
     fn store_records(&mut self, now: Instant, records: Vec<(String, WireRecord)>) -> Vec<Ack> {
         let now_ms = self.now_ms(now);
+        let max = self.config.max_value_bytes;
         records
             .into_iter()
             .map(|(key, w)| {
+                if w.value.as_ref().is_some_and(|v| v.len() > max) {
+                    self.stats.refused_full += 1;
+                    return Ack::Full;
+                }
                 self.clock.observe(w.version, now_ms);
                 match self.store.merge(&key, Record::from_wire(w, now)) {
                     Merge::Stored | Merge::Same => Ack::Held,
@@ -987,6 +1024,10 @@ impl Behaviour {
                     // Another attempt (a hedge) answered first.
                     return;
                 };
+                if let (Req::Put { key, record }, Resp::Put(Ok((held, _)))) = (&c.req, &resp) {
+                    let (key, version, held) = (key.clone(), record.version, *held);
+                    self.superseded(&key, version, held);
+                }
                 let (result, hops) = match resp {
                     Resp::Put(Ok((version, replicas))) => {
                         (Ok(Reply::Written { version, replicas }), None)
@@ -1038,7 +1079,11 @@ impl Behaviour {
                 Resp::Stored(acks) => self.handover_done(keys, Some(&acks)),
                 _ => self.handover_done(keys, None),
             },
-            Ctx::Republish => {}
+            Ctx::Republish { key, version } => {
+                if let Resp::Put(Ok((held, _))) = resp {
+                    self.superseded(&key, version, held);
+                }
+            }
         }
     }
 
@@ -1070,7 +1115,6 @@ impl Behaviour {
                     return;
                 }
                 if again && now < c.deadline {
-                    c.attempt += 1;
                     log::debug!(
                         "node {}: kv {:?} of {} attempt {} failed ({e}); retrying",
                         self.local,
@@ -1078,7 +1122,19 @@ impl Behaviour {
                         c.key,
                         c.attempt
                     );
-                    self.send_client(agent, cid);
+                    // By timer, never in the input that failed: a drop is
+                    // reported in the input that sent, and a retry there
+                    // could be dropped again at once, and again.
+                    let delay = match e {
+                        KvError::Call(CallError::Timeout(_)) => Duration::ZERO,
+                        _ => Duration::from_millis(20),
+                    };
+                    if let Some(at) = c.hedge_at.take() {
+                        self.hedges.remove(&(at, cid));
+                    }
+                    let at = now + delay;
+                    c.hedge_at = Some(at);
+                    self.hedges.insert((at, cid));
                 } else {
                     let c = self.end_client(cid).expect("present");
                     self.sample(now, &c, false, None);
@@ -1102,7 +1158,7 @@ impl Behaviour {
             } => {
                 log::debug!("node {}: kv repair with {peer}: {e}", self.local);
             }
-            Ctx::Push { synced: None } | Ctx::Republish => {}
+            Ctx::Push { synced: None } | Ctx::Republish { .. } => {}
         }
     }
 
@@ -1173,7 +1229,7 @@ impl NetworkBehavior for Behaviour {
         self.nodes.insert(self.local);
         self.offset_ms = self.config.clock.offset_ms(agent.now());
         self.clock = HlcClock::new(self.local, 60_000);
-        self.calls = Calls::new(self.config.limits, agent.rng().next_u64() >> 1);
+        self.calls = Calls::new(self.config.limits, agent.rng().next_u64());
         let first = self.config.repair_interval.mul_f64(agent.rng().next_f64());
         agent.schedule_after(first, T_REPAIR);
     }
@@ -1193,7 +1249,7 @@ impl NetworkBehavior for Behaviour {
         let from = msg.source;
         match msg.msg {
             Envelope::Request { id, body } => self.on_request(agent, from, id, hops, body),
-            Envelope::Response { id, result } => match self.calls.answer(id, agent.now()) {
+            Envelope::Response { id, result } => match self.calls.answer(id, from, agent.now()) {
                 Some(f) => match result {
                     Ok(resp) => self.answered(agent, f.ctx, resp),
                     Err(fault) => self.failed(agent, f.ctx, CallError::from(fault)),

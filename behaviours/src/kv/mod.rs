@@ -37,6 +37,14 @@
 //!   repair). A quorum read ([`Request::Get`] with `quorum`) always asks
 //!   them and answers once `read_quorum` (default 2) have, so with the
 //!   default quorums (2 + 2 > 3) it sees every acknowledged write.
+//! - **Retries and hedging.** An operation has `op_timeout` (10 s); each
+//!   attempt `attempt_timeout` (2 s), after which it is retried (a write at
+//!   the closest node again: it carries its version, so a retry is the same
+//!   write). A get not answered within the smoothed get latency plus four
+//!   deviations (RFC 6298's estimator, at least 5 ms) also goes to the next
+//!   replica, and the first answer wins: a dead or slow coordinator costs
+//!   milliseconds. A coordinator without a copy says "not found" only when
+//!   every other replica said so; otherwise the caller tries another.
 //! - **TTL.** A record may carry a TTL. The node that wrote it (its owner)
 //!   republishes it every `ttl × republish_fraction` (default half the
 //!   TTL) with the same version; a holder that already has that version
@@ -284,7 +292,8 @@ impl Request {
 pub enum Reply {
     /// The write (put or delete) is held by `replicas` nodes.
     Written {
-        /// Its version.
+        /// Its version; a newer one if a concurrent write superseded it
+        /// (the newest write wins everywhere).
         version: Hlc,
         /// Replicas that acknowledged it, the coordinator included.
         replicas: u8,

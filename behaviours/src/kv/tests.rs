@@ -441,3 +441,25 @@ fn a_fifth_of_the_nodes_killed_at_once_loses_only_keys_whose_every_holder_died()
     assert!(wrong_not_doomed.is_empty(), "{wrong_not_doomed:?}");
     assert_eq!(d.gets[1] + d.gets[2], doomed.len() as u64, "{:?}", d.errors);
 }
+
+#[test]
+fn a_deleted_record_stays_deleted_though_its_owner_had_been_republishing_it() {
+    let (mut sim, ids, _) = net(16, 9, &stack(kv_config()));
+    let put = Request::Put {
+        key: "lease".into(),
+        value: Bytes::from_static(b"mine"),
+        ttl: Some(Duration::from_secs(60)),
+    };
+    op(&mut sim, ids[0], put).unwrap();
+    op(&mut sim, ids[7], Request::delete("lease")).unwrap();
+    // The owner's next republish learns of the newer tombstone and stops.
+    sim.run_for(Duration::from_secs(120)).unwrap();
+    let republished = kv(&sim, ids[0]).stats().republished;
+    sim.run_for(Duration::from_secs(600)).unwrap();
+    assert_eq!(kv(&sim, ids[0]).stats().republished, republished);
+    assert!(republished <= 2, "{republished}");
+    assert_eq!(
+        op(&mut sim, ids[3], Request::get("lease")),
+        Ok(Reply::NotFound)
+    );
+}

@@ -120,8 +120,8 @@ where
         }
     }
 
-    /// Starts waiting calls that have room, oldest first; ends those whose
-    /// time ran out while they waited.
+    /// Ends the waiting calls whose time ran out, then starts those that
+    /// have room, oldest first.
     fn pump(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
         let now = agent.now();
         let mut i = 0;
@@ -130,7 +130,14 @@ where
             if now >= w.asked + w.timeout {
                 let w = self.waiting.remove(i).expect("index in range");
                 self.calls_timed_out(agent, w.answer, w.timeout);
-            } else if self.calls.has_room(w.to) {
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let w = &self.waiting[i];
+            if self.calls.has_room(w.to) {
                 let w = self.waiting.remove(i).expect("index in range");
                 self.send_call(agent, w);
             } else if self.calls.len() >= self.calls.limits().max_in_flight {
@@ -196,7 +203,7 @@ where
     fn on_start(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
         // Random first id: a restarted node's new calls cannot be finished
         // by late answers to its last life's.
-        self.calls = Calls::new(self.config.limits, agent.rng().next_u64() >> 1);
+        self.calls = Calls::new(self.config.limits, agent.rng().next_u64());
     }
 
     fn on_rpc(
@@ -218,11 +225,13 @@ where
                     timeout: timeout.unwrap_or(self.config.timeout),
                     answer,
                 };
-                if self.waiting.is_empty() && self.calls.has_room(to) {
+                if self.calls.has_room(to) && !self.waiting.iter().any(|q| q.to == to) {
+                    // Room, and no older call to the same place waits.
                     self.send_call(agent, w);
                 } else if self.waiting.len() < self.config.max_waiting {
                     self.stats.waited += 1;
                     self.waiting.push_back(w);
+                    self.pump(agent);
                 } else {
                     let limits = self.calls.limits();
                     let scope = if self.calls.len() >= limits.max_in_flight {
@@ -302,7 +311,7 @@ where
                 }
             }
             Envelope::Response { id, result } => {
-                if let Some(f) = self.calls.answer(id, agent.now()) {
+                if let Some(f) = self.calls.answer(id, from, agent.now()) {
                     agent.answer(f.ctx, Response::Reply(result.map_err(CallError::from)));
                     self.pump(agent);
                 } else {

@@ -2,7 +2,7 @@
 //! bounds — as a sans-IO table any behaviour can embed.
 
 use super::{CallError, Limits, Scope};
-use plexus_network::{Instant, RouteRule};
+use plexus_network::{Instant, NodeId, RouteRule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -69,7 +69,8 @@ pub struct Finished<C> {
 #[derive(Debug)]
 pub struct Calls<C> {
     limits: Limits,
-    next_id: CallId,
+    secret: u64,
+    counter: u64,
     open: BTreeMap<CallId, Open<C>>,
     deadlines: BTreeSet<(Instant, CallId)>,
     per_rule: BTreeMap<RuleKey, usize>,
@@ -97,13 +98,15 @@ impl From<RouteRule> for RuleKey {
 }
 
 impl<C> Calls<C> {
-    /// An empty table with these bounds. `first_id` should be random (a
-    /// restarted node must not reuse the ids of its last life, or a late
-    /// answer from then could finish a new call).
-    pub fn new(limits: Limits, first_id: CallId) -> Self {
+    /// An empty table with these bounds. Call ids are a bijective mix of
+    /// a counter and `secret`, so they never repeat within a life and, with
+    /// a random secret, a peer cannot guess the ids of calls it was not
+    /// sent (and a restarted node does not reuse its last life's ids).
+    pub fn new(limits: Limits, secret: u64) -> Self {
         Calls {
             limits,
-            next_id: first_id,
+            secret,
+            counter: 0,
             open: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             per_rule: BTreeMap::new(),
@@ -148,8 +151,8 @@ impl<C> Calls<C> {
             ));
         }
         *count += 1;
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
+        let id = crate::gossip::crdt::mix(self.secret.wrapping_add(self.counter));
+        self.counter = self.counter.wrapping_add(1);
         let deadline = now + timeout;
         self.deadlines.insert((deadline, id));
         self.open.insert(
@@ -183,9 +186,19 @@ impl<C> Calls<C> {
         })
     }
 
-    /// An answer came for `id`: the call, or `None` (counted) when no such
-    /// call is open — it ended already, so the answer is discarded.
-    pub fn answer(&mut self, id: CallId, now: Instant) -> Option<Finished<C>> {
+    /// An answer came for `id` from `from`: the call, or `None` (counted)
+    /// when no such call is open — it ended already, so the answer is
+    /// discarded — or when the call went to another node
+    /// ([`RouteRule::Node`]) than the one answering.
+    pub fn answer(&mut self, id: CallId, from: NodeId, now: Instant) -> Option<Finished<C>> {
+        let wrong = self
+            .open
+            .get(&id)
+            .is_some_and(|o| matches!(o.rule, RouteRule::Node(n) if n != from));
+        if wrong {
+            self.stats.late_answers += 1;
+            return None;
+        }
         let f = self.remove(id, now);
         match f {
             Some(_) => self.stats.answered += 1,
@@ -234,6 +247,7 @@ impl<C> Calls<C> {
             if at > now {
                 break;
             }
+            self.deadlines.pop_first();
             if let Some(f) = self.remove(id, now) {
                 self.stats.timed_out += 1;
                 out.push(f);
@@ -321,14 +335,16 @@ mod tests {
             }
         ));
         assert!(!c.has_room(b));
-        // An answer frees a slot, a second answer to it is late.
-        assert_eq!(c.answer(x, t(5)).unwrap().ctx, "x");
-        assert!(c.answer(x, t(6)).is_none());
+        // Only the node called may answer; an answer frees a slot, a
+        // second answer to it is late.
+        assert!(c.answer(x, NodeId(2), t(5)).is_none());
+        assert_eq!(c.answer(x, NodeId(1), t(5)).unwrap().ctx, "x");
+        assert!(c.answer(x, NodeId(1), t(6)).is_none());
         assert!(c.has_room(a));
         // A cancelled call frees its slot, its late answer is discarded.
         assert_eq!(c.cancel(w, t(7)).unwrap().ctx, "w");
-        assert!(c.answer(w, t(8)).is_none());
-        assert_eq!(c.stats().late_answers, 2);
+        assert!(c.answer(w, NodeId(2), t(8)).is_none());
+        assert_eq!(c.stats().late_answers, 3);
         assert_eq!(c.len(), 1);
         // The rest time out at their deadline, not before.
         assert_eq!(c.next_deadline(), Some(t(1000)));
