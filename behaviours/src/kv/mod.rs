@@ -12,7 +12,7 @@
 //!
 //! # How it works
 //! - **Placement.** A key's id is the stable 64-bit hash of its name
-//!   ([`key_id`]). A request goes by [`RouteRule::Closest`] to the node the
+//!   ([`key_id`]). A request goes by [`RouteRule::Closest`](plexus_network::RouteRule::Closest) to the node the
 //!   router finds XOR-closest to the id: the *coordinator*. The replica set
 //!   is the `k` closest nodes (default 3) among the coordinator and every
 //!   node its router reaches, which this behaviour learns from the
