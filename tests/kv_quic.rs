@@ -158,3 +158,67 @@ async fn puts_survive_the_loss_of_holders_over_quic() {
         h.shutdown().await.expect("shutdown");
     }
 }
+
+/// Two nodes over QUIC with the dv router and an rpc protocol: calls by
+/// node and by key are answered, refusals come back typed, a call to an
+/// unknown node fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_calls_are_answered_over_quic() {
+    use plexus::behaviours::rpc;
+    use plexus::RouteRule;
+    type Squares = rpc::Behaviour<u64, u64>;
+    let start = |contact: Option<&NodeHandle>| {
+        let identity = Identity::generate().expect("key");
+        let id = identity.node_id();
+        let quic = QuicTransport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity,
+            TransportConfig::default(),
+        )
+        .expect("bind 127.0.0.1");
+        let router = Arc::new(dv::DvRouter::new(id));
+        let squares = Squares::new(rpc::Config::default()).with_responder(|_, n: u64| {
+            n.checked_mul(n)
+                .ok_or_else(|| format!("{n} squared overflows"))
+        });
+        let mut b = Network::builder(id, router.clone())
+            .behavior(dv::Behaviour::new(router, dv::Config::default()))
+            .behavior(squares);
+        if let Some(c) = contact {
+            b = b.bootstrap(c.node_id(), c.listen_addrs()[0]);
+        }
+        let (handle, mut events) = Node::spawn(
+            b.build().expect("build"),
+            vec![Arc::new(quic) as Arc<dyn Transport>],
+            RuntimeConfig::default(),
+        );
+        tokio::spawn(async move { while events.next().await.is_some() {} });
+        handle
+    };
+    let a = start(None);
+    let b = start(Some(&a));
+    let nodes = [a.clone(), b.clone()];
+    until("both route to each other", || routed(&nodes)).await;
+    let call = |to: RouteRule, n: u64| {
+        let a = a.clone();
+        async move {
+            a.rpc::<Squares>(rpc::Request::call(to, n))
+                .await
+                .expect("node answers")
+                .into_reply()
+        }
+    };
+    assert_eq!(call(RouteRule::Node(b.node_id()), 12).await, Ok(144));
+    assert_eq!(call(RouteRule::Closest(b.node_id()), 3).await, Ok(9));
+    assert!(matches!(
+        call(RouteRule::Node(b.node_id()), u64::MAX).await,
+        Err(rpc::CallError::Refused(why)) if why.contains("overflows")
+    ));
+    assert!(matches!(
+        call(RouteRule::Node(NodeId(12345)), 1).await,
+        Err(rpc::CallError::NoRoute(_))
+    ));
+    for h in nodes {
+        h.shutdown().await.expect("shutdown");
+    }
+}
