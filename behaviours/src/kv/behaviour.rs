@@ -1019,18 +1019,39 @@ impl Behaviour {
                 // attempt, try the next replica.
                 self.failed_as(agent, Ctx::Client(cid), KvError::Unavailable, true);
             }
+            Ctx::Client(cid)
+                if matches!(resp, Resp::Put(Err(Failure::NotEnoughReplicas { .. }))) =>
+            {
+                // Replicas the coordinator still believed alive did not
+                // answer (churn): the write is retried, the same version,
+                // once the routes have caught up.
+                let Resp::Put(Err(f)) = resp else {
+                    unreachable!("matched above")
+                };
+                self.failed_as(agent, Ctx::Client(cid), KvError::from(f), true);
+            }
             Ctx::Client(cid) => {
                 let Some(c) = self.end_client(cid) else {
                     // Another attempt (a hedge) answered first.
                     return;
                 };
-                if let (Req::Put { key, record }, Resp::Put(Ok((held, _)))) = (&c.req, &resp) {
-                    let (key, version, held) = (key.clone(), record.version, *held);
-                    self.superseded(&key, version, held);
-                }
+                let own = match &c.req {
+                    Req::Put { key, record } => Some((key.clone(), record.version)),
+                    _ => None,
+                };
                 let (result, hops) = match resp {
-                    Resp::Put(Ok((version, replicas))) => {
-                        (Ok(Reply::Written { version, replicas }), None)
+                    Resp::Put(Ok((held, replicas))) => {
+                        let version = own.as_ref().map_or(held, |(_, v)| *v);
+                        if let Some((key, own)) = &own {
+                            self.superseded(key, *own, held);
+                        }
+                        let newer = (held > version).then_some(held);
+                        let w = Reply::Written {
+                            version,
+                            newer,
+                            replicas,
+                        };
+                        (Ok(w), None)
                     }
                     Resp::Put(Err(f)) => (Err(KvError::from(f)), None),
                     Resp::Get { found, hops } => (

@@ -292,9 +292,11 @@ impl Request {
 pub enum Reply {
     /// The write (put or delete) is held by `replicas` nodes.
     Written {
-        /// Its version; a newer one if a concurrent write superseded it
-        /// (the newest write wins everywhere).
+        /// Its version.
         version: Hlc,
+        /// A newer version the coordinator already held: another write
+        /// superseded this one (the newest write wins everywhere).
+        newer: Option<Hlc>,
         /// Replicas that acknowledged it, the coordinator included.
         replicas: u8,
     },

@@ -450,6 +450,11 @@ impl Sim {
         }
     }
 
+    /// Changes [`SimConfig::step_limit`] (long scenarios need more).
+    pub fn set_step_limit(&mut self, limit: u64) {
+        self.config.step_limit = limit;
+    }
+
     /// Sets the faults of the direction `from` → `to`.
     pub fn set_link(&mut self, from: NodeId, to: NodeId, link: LinkConfig) {
         self.links.insert((from, to), link);
