@@ -1068,7 +1068,10 @@ impl Behaviour {
                         None,
                     ),
                 };
-                if c.op == OpKind::Get && result.is_ok() {
+                // Karn's rule: only a get answered at its first attempt, with
+                // no hedge out, measures the latency (a slow retried one
+                // would inflate the delay every later get hedges after).
+                if c.op == OpKind::Get && result.is_ok() && c.attempt == 0 {
                     self.measured(now.saturating_duration_since(c.asked));
                 }
                 self.sample(now, &c, result.is_ok(), hops);
