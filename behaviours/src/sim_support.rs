@@ -1203,6 +1203,36 @@ pub fn kv_stack(kv: kv::Config) -> Stack {
     s
 }
 
+/// `n` nodes of `stack` (links 10 ± 10 ms, no step limit: hours of a few
+/// hundred nodes' routing traffic are billions of items), grown 20 at a
+/// time, then run until every router reaches every node (at most 600 s;
+/// the last value says whether they did).
+pub fn kv_overlay(n: usize, seed: u64, stack: &Stack) -> (Sim, Vec<NodeId>, Rng, bool) {
+    let mut sim = sim(
+        seed,
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        0.0,
+    );
+    sim.set_step_limit(u64::MAX);
+    let mut rng = Rng::new(seed);
+    let mut ids = Vec::new();
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        n,
+        20,
+        Duration::from_millis(200),
+        stack,
+    );
+    let until = sim.now() + Duration::from_secs(600);
+    let routed = sim
+        .run_until_cond(until, |s| kv_routed(s, &ids))
+        .expect("step limit");
+    (sim, ids, rng, routed)
+}
+
 /// Whether every live node among `ids` has a route to every other.
 pub fn kv_routed(sim: &Sim, ids: &[NodeId]) -> bool {
     let live = ids.iter().filter(|i| sim.is_alive(**i)).count();
@@ -1512,29 +1542,7 @@ pub fn kv_churn_scenario(
 ) -> KvChurnReport {
     let started = std::time::Instant::now();
     let stack = kv_stack(kv_config());
-    let mut sim = sim(
-        seed,
-        Duration::from_millis(10),
-        Duration::from_millis(10),
-        0.0,
-    );
-    // Hours of a few hundred nodes' routing traffic: billions of items.
-    sim.set_step_limit(u64::MAX);
-    let mut rng = Rng::new(seed);
-    let mut ids = Vec::new();
-    grow(
-        &mut sim,
-        &mut rng,
-        &mut ids,
-        n,
-        20,
-        Duration::from_millis(200),
-        &stack,
-    );
-    let until = sim.now() + Duration::from_secs(600);
-    let routed = sim
-        .run_until_cond(until, |s| kv_routed(s, &ids))
-        .expect("step limit");
+    let (mut sim, mut ids, mut rng, routed) = kv_overlay(n, seed, &stack);
     log::info!("kv churn: {n} nodes routed={routed} at {}", sim.now());
     let mut d = KvDriver::default();
     let tick = Duration::from_millis(50);
@@ -1748,26 +1756,7 @@ pub fn kv_partition_scenario(
     let config = kv_config();
     let repair_interval = Duration::from_secs(30);
     let stack = kv_stack(config.with_repair_interval(repair_interval));
-    let mut sim = sim(
-        seed,
-        Duration::from_millis(10),
-        Duration::from_millis(10),
-        0.0,
-    );
-    let mut rng = Rng::new(seed);
-    let mut ids = Vec::new();
-    grow(
-        &mut sim,
-        &mut rng,
-        &mut ids,
-        n,
-        20,
-        Duration::from_millis(200),
-        &stack,
-    );
-    let until = sim.now() + Duration::from_secs(600);
-    sim.run_until_cond(until, |s| kv_routed(s, &ids))
-        .expect("step limit");
+    let (mut sim, ids, mut rng, _) = kv_overlay(n, seed, &stack);
     let names: Vec<String> = (0..keys).map(|k| format!("race-{k}")).collect();
     let mut d = KvDriver::default();
     let tick = Duration::from_millis(50);
