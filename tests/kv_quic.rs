@@ -9,7 +9,7 @@ use plexus::ping;
 use plexus::router::dv;
 use plexus::runtime::{Node, NodeHandle, RuntimeConfig, Transport};
 use plexus::transports::quic::QuicTransport;
-use plexus::{Identity, Network, NodeId, TransportConfig};
+use plexus::{Identity, Network, NetworkBuilder, NodeId, TransportConfig};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,12 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 const KEYS: usize = 40;
 
-fn node(contact: Option<&NodeHandle>) -> NodeHandle {
+/// A node on QUIC 127.0.0.1 with the dv router and what `add` adds,
+/// joining through `contact`; its events are drained.
+fn spawn(
+    contact: Option<&NodeHandle>,
+    add: impl FnOnce(NetworkBuilder) -> NetworkBuilder,
+) -> NodeHandle {
     let identity = Identity::generate().expect("key");
     let id = identity.node_id();
     let quic = QuicTransport::bind(
@@ -27,18 +32,8 @@ fn node(contact: Option<&NodeHandle>) -> NodeHandle {
     )
     .expect("bind 127.0.0.1");
     let router = Arc::new(dv::DvRouter::new(id));
-    let mut b = Network::builder(id, router.clone())
-        .behavior(dv::Behaviour::new(router, dv::Config::default()))
-        .behavior(membership::Behaviour::new(membership::Config::default()))
-        .behavior(ping::Behaviour::new(
-            ping::Config::default()
-                .with_interval(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(3))
-                .with_emit_rtt(false),
-        ))
-        .behavior(kv::Behaviour::new(
-            kv::Config::default().with_repair_delay(Duration::from_millis(200)),
-        ));
+    let mut b = add(Network::builder(id, router.clone())
+        .behavior(dv::Behaviour::new(router, dv::Config::default())));
     if let Some(c) = contact {
         b = b.bootstrap(c.node_id(), c.listen_addrs()[0]);
     }
@@ -49,6 +44,22 @@ fn node(contact: Option<&NodeHandle>) -> NodeHandle {
     );
     tokio::spawn(async move { while events.next().await.is_some() {} });
     handle
+}
+
+/// A kv node: membership, ping, kv.
+fn node(contact: Option<&NodeHandle>) -> NodeHandle {
+    spawn(contact, |b| {
+        b.behavior(membership::Behaviour::new(membership::Config::default()))
+            .behavior(ping::Behaviour::new(
+                ping::Config::default()
+                    .with_interval(Duration::from_millis(500))
+                    .with_timeout(Duration::from_secs(3))
+                    .with_emit_rtt(false),
+            ))
+            .behavior(kv::Behaviour::new(
+                kv::Config::default().with_repair_delay(Duration::from_millis(200)),
+            ))
+    })
 }
 
 /// Polls `check` every 50 ms until it holds; fails the test after `WAIT`.
@@ -168,32 +179,11 @@ async fn rpc_calls_are_answered_over_quic() {
     use plexus::RouteRule;
     type Squares = rpc::Behaviour<u64, u64>;
     let start = |contact: Option<&NodeHandle>| {
-        let identity = Identity::generate().expect("key");
-        let id = identity.node_id();
-        let quic = QuicTransport::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            &identity,
-            TransportConfig::default(),
-        )
-        .expect("bind 127.0.0.1");
-        let router = Arc::new(dv::DvRouter::new(id));
         let squares = Squares::new(rpc::Config::default()).with_responder(|_, n: u64| {
             n.checked_mul(n)
                 .ok_or_else(|| format!("{n} squared overflows"))
         });
-        let mut b = Network::builder(id, router.clone())
-            .behavior(dv::Behaviour::new(router, dv::Config::default()))
-            .behavior(squares);
-        if let Some(c) = contact {
-            b = b.bootstrap(c.node_id(), c.listen_addrs()[0]);
-        }
-        let (handle, mut events) = Node::spawn(
-            b.build().expect("build"),
-            vec![Arc::new(quic) as Arc<dyn Transport>],
-            RuntimeConfig::default(),
-        );
-        tokio::spawn(async move { while events.next().await.is_some() {} });
-        handle
+        spawn(contact, |b| b.behavior(squares))
     };
     let a = start(None);
     let b = start(Some(&a));

@@ -1,6 +1,6 @@
 use super::*;
 use crate::membership;
-use crate::sim_support::{grow, kv_config, Stack};
+use crate::sim_support::{kv_config, Stack};
 use plexus_network::sim::Sim;
 use plexus_network::{NodeId, Rng, RpcId};
 use plexus_router::dv;
@@ -13,24 +13,8 @@ fn stack(cfg: Config) -> Stack {
 /// `n` nodes of `stack`, grown and run until every node's router reaches
 /// every other.
 fn net(n: usize, seed: u64, stack: &Stack) -> (Sim, Vec<NodeId>, Rng) {
-    let mut sim = crate::sim_support::sim(
-        seed,
-        Duration::from_millis(10),
-        Duration::from_millis(5),
-        0.0,
-    );
-    let mut rng = Rng::new(seed);
-    let mut ids = Vec::new();
-    grow(
-        &mut sim,
-        &mut rng,
-        &mut ids,
-        n,
-        10,
-        Duration::from_millis(500),
-        stack,
-    );
-    converge(&mut sim, &ids);
+    let (sim, ids, rng, routed) = crate::sim_support::kv_overlay(n, seed, stack);
+    assert!(routed, "routers did not converge");
     (sim, ids, rng)
 }
 
@@ -39,17 +23,9 @@ fn kv(sim: &Sim, id: NodeId) -> &Behaviour {
 }
 
 fn converge(sim: &mut Sim, ids: &[NodeId]) {
-    let live: Vec<NodeId> = ids.iter().copied().filter(|i| sim.is_alive(*i)).collect();
-    let n = live.len();
     let until = sim.now() + Duration::from_secs(120);
     let ok = sim
-        .run_until_cond(until, |s| {
-            live.iter().all(|i| {
-                s.node(*i)
-                    .and_then(|n| n.behavior::<Behaviour>())
-                    .is_some_and(|k| k.nodes().len() == n)
-            })
-        })
+        .run_until_cond(until, |s| crate::sim_support::kv_routed(s, ids))
         .unwrap();
     assert!(ok, "routers did not converge");
 }
