@@ -18,6 +18,11 @@ pub struct ConnectionInfo {
     pub direction: Direction,
     /// The remote address, when the transport knows it.
     pub addr: Option<Address>,
+    /// The behaviour (service) whose [`connect`](crate::BehaviorAgent::connect)
+    /// opened it; `None` for incoming connections and for dials by the
+    /// application or the bootstrap list. Lets a behaviour tell its own
+    /// dials, and other behaviours' dials, from a user's.
+    pub dialled_by: Option<ServiceId>,
 }
 
 /// A message delivered to a behaviour or a handler.

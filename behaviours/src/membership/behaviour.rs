@@ -780,9 +780,11 @@ impl NetworkBehavior for Behaviour {
                     conn: info.conn,
                 },
             );
-        } else if info.direction == Direction::Outgoing {
-            // A connection the node opened but membership did not (a
-            // bootstrap peer, an application dial): join through it. Not
+        } else if info.direction == Direction::Outgoing && info.dialled_by.is_none() {
+            // A connection the node opened but no behaviour did (a
+            // bootstrap peer, an application dial): join through it. Links
+            // other behaviours open for their own use (a router's) are
+            // theirs, not contacts. Not
             // only when alone: a node that joins while others are joining
             // through it must still join the rest of the overlay itself, or
             // concurrent joiners can form an island.

@@ -17,8 +17,9 @@
 //!
 //! # Protocol ([`Message`])
 //! - **Join**: a node joins through any peer: every outgoing connection
-//!   membership did not open itself (a bootstrap peer the core dialled, an
-//!   application's dial) is a contact, and it sends `Join` on it — also when
+//!   no behaviour opened (a bootstrap peer the core dialled, an
+//!   application's dial) is a contact; links another behaviour dials for
+//!   itself (a router's) are not, and it sends `Join` on it — also when
 //!   it already has neighbours, since those may be other joiners that used
 //!   it as their contact. The contact
 //!   takes it into its active view and sends `ForwardJoin` (TTL `arwl`) to

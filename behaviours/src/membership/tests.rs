@@ -220,3 +220,55 @@ fn a_shuffle_teaches_addresses_of_peers_never_met() {
     };
     assert!(s.shuffles >= 3, "{s:?}");
 }
+
+/// With a router that dials links of its own (the XOR router), membership
+/// joins only through the bootstrap connections: the router's links are
+/// not contacts, so they neither trigger joins nor enter the active views.
+#[test]
+fn links_a_router_dials_are_not_joins() {
+    use plexus_router::kad;
+    let mut sim = Sim::with_config({
+        let mut sc = SimConfig::new(5);
+        sc.link = LinkConfig::default().with_latency(Duration::from_millis(5));
+        sc
+    });
+    let mut rng = Rng::new(5);
+    let mut ids: Vec<NodeId> = Vec::new();
+    let cfg = config();
+    let n = 60;
+    for _ in 0..n {
+        let id = NodeId(rng.next_u64());
+        let contact = rng.choose(&ids).copied();
+        let cfg = cfg.clone();
+        sim.add_node(id, move |id, _| {
+            let router = Arc::new(kad::KadRouter::new(id));
+            let mut b = Network::builder(id, router.clone())
+                .behavior(kad::Behaviour::new(router, kad::Config::default()))
+                .behavior(Behaviour::new(cfg.clone()));
+            if let Some(c) = contact {
+                b = b.bootstrap(c, Address::Memory(c.0));
+            }
+            b.build().unwrap()
+        });
+        ids.push(id);
+        sim.run_for(Duration::from_millis(100)).unwrap();
+    }
+    sim.run_for(Duration::from_secs(30)).unwrap();
+    let v = views(&sim);
+    assert_eq!(components(&v), 1);
+    check_views(&sim, &v, cfg.active_size);
+    let (mut joins, mut dials, mut extra) = (0, 0, 0);
+    for id in &ids {
+        let node = sim.node(*id).unwrap();
+        joins += node.behavior::<Behaviour>().unwrap().stats().joins;
+        dials += node.behavior::<kad::Behaviour>().unwrap().stats().dials;
+        extra += node.connections().count() - v[id].len();
+    }
+    assert!(dials >= n as u64, "the router dialled {dials} links");
+    assert!(extra > 0, "router links beside the views");
+    // One join per bootstrap connection (n - 1), and a few rejoins.
+    assert!(
+        joins < 2 * n as u64,
+        "{joins} joins for {n} nodes and {dials} router dials"
+    );
+}

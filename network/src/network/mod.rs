@@ -112,8 +112,8 @@ enum Origin {
     Application,
     /// A bootstrap peer: a warning (rate-limited by its backoff).
     Bootstrap,
-    /// A behaviour: debug (it hears the failure and decides).
-    Behavior,
+    /// A behaviour (this service): debug (it hears the failure and decides).
+    Behavior(ServiceId),
 }
 
 #[derive(Debug)]
@@ -415,6 +415,7 @@ impl Network {
             node,
             direction: Direction::Incoming,
             addr,
+            dialled_by: None,
         };
         if let Err(r) = self.check(&info) {
             log::debug!(
@@ -466,6 +467,10 @@ impl Network {
             node,
             direction: Direction::Outgoing,
             addr: Some(p.addr),
+            dialled_by: match p.origin {
+                Origin::Behavior(s) => Some(s),
+                Origin::Application | Origin::Bootstrap => None,
+            },
         };
         if let Err(r) = self.check(&info) {
             self.outputs.push_back(Output::Close {
@@ -968,7 +973,7 @@ impl Network {
         self.stats.dial_failures += 1;
         let node = p.node;
         match p.origin {
-            Origin::Behavior => log::debug!(
+            Origin::Behavior(_) => log::debug!(
                 "node {}: dial {conn} to {node} at {} failed: {err}",
                 self.local,
                 p.addr
@@ -1199,14 +1204,18 @@ impl Network {
                     self.drop_msg(&h, DropReason::ConnectionClosed(conn));
                 }
             }
-            CoreAction::Connect { node, addr } => match self.dial(node, addr, Origin::Behavior) {
+            CoreAction::Connect {
+                node,
+                addr,
+                service,
+            } => match self.dial(node, addr, Origin::Behavior(service)) {
                 Ok(_) => {}
                 Err(ConnectError::ConnectionLimit) => {
                     let conn = self.alloc_conn();
                     let p = Pending {
                         node,
                         addr,
-                        origin: Origin::Behavior,
+                        origin: Origin::Behavior(service),
                     };
                     let err =
                         OutgoingConnectionError::Rejected(ConnectionRejectReason::ConnectionLimit);

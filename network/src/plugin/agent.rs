@@ -30,6 +30,7 @@ pub(crate) enum CoreAction {
     Connect {
         node: NodeId,
         addr: Address,
+        service: ServiceId,
     },
     Close {
         conn: ConnId,

@@ -239,9 +239,11 @@ impl<B: NetworkBehavior> Slot<B> {
                     );
                 }
             }
-            BAction::Connect { node, addr } => {
-                env.out.push_back(CoreAction::Connect { node, addr })
-            }
+            BAction::Connect { node, addr } => env.out.push_back(CoreAction::Connect {
+                node,
+                addr,
+                service,
+            }),
             BAction::Close { conn } => env.out.push_back(CoreAction::Close { conn, service }),
             BAction::Emit(event) => env.out.push_back(CoreAction::Emit(AppEvent {
                 service,
