@@ -1,21 +1,25 @@
 //! Starts N nodes (default 8) in one process on loopback over QUIC, joins
-//! them in a chain, lets the distance-vector router learn the routes, sends
-//! one message by each route rule across several hops, shows ping RTTs and
-//! a summary, then exits 0 (1 if anything did not arrive within 30 s).
+//! them in a chain, lets the router learn the routes, sends one message by
+//! each route rule across several hops, shows ping RTTs and a summary, then
+//! exits 0 (1 if anything did not arrive within 30 s).
 //!
-//! The distance-vector router stops at 16 hops, so past 17 nodes the chain
-//! gets skip-list chords (node i also links to i + 8, i + 16, … where i is a
-//! multiple of the span): paths stay within the limit at any size.
+//! `--router dv` (the default): the distance-vector router, which stops at
+//! 16 hops, so past 17 nodes the chain gets skip-list chords (node i also
+//! links to i + 8, i + 16, … where i is a multiple of the span): paths stay
+//! within the limit at any size. `--router kad`: the XOR router, which
+//! dials a link into each XOR bucket of the id space on top of the chain,
+//! so paths shorten to a few hops whatever the size.
 //!
 //! ```bash
 //! cargo run --release --example cluster
 //! cargo run --release --example cluster -- --nodes 16
+//! cargo run --release --example cluster -- --router kad --nodes 32
 //! RUST_LOG=debug cargo run --release --example cluster
 //! ```
 
 use clap::Parser;
 use plexus::ping;
-use plexus::router::dv;
+use plexus::router::{dv, kad};
 use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
 use plexus::transports::quic::QuicTransport;
 use plexus::{
@@ -73,6 +77,18 @@ struct Args {
     /// Number of nodes (2 to 256).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=256))]
     nodes: u16,
+    /// The router: `dv` (a route to every node) or `kad` (XOR buckets).
+    #[arg(long, value_enum, default_value_t = Router::Dv)]
+    router: Router,
+}
+
+/// Which router the nodes run.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Router {
+    /// Distance vector.
+    Dv,
+    /// XOR buckets.
+    Kad,
 }
 
 fn main() -> ExitCode {
@@ -80,7 +96,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), run(args.nodes as usize)).await
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            run(args.nodes as usize, args.router),
+        )
+        .await
     }) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -94,7 +114,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(n: usize) -> Result<(), String> {
+async fn run(n: usize, kind: Router) -> Result<(), String> {
     // Wall time is what this example reports; clippy.toml keeps it out of the core.
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
@@ -109,10 +129,20 @@ async fn run(n: usize) -> Result<(), String> {
             TransportConfig::default(),
         )
         .map_err(|e| e.to_string())?;
-        let router = Arc::new(dv::DvRouter::new(id));
-        let mut b = Network::builder(id, router.clone())
+        let b = match kind {
+            Router::Dv => {
+                let router = Arc::new(dv::DvRouter::new(id));
+                Network::builder(id, router.clone())
+                    .behavior(dv::Behaviour::new(router, dv::Config::default()))
+            }
+            Router::Kad => {
+                let router = Arc::new(kad::KadRouter::new(id));
+                Network::builder(id, router.clone())
+                    .behavior(kad::Behaviour::new(router, kad::Config::default()))
+            }
+        };
+        let mut b = b
             .seed(id.0)
-            .behavior(dv::Behaviour::new(router, dv::Config::default()))
             .behavior(ping::Behaviour::new(
                 ping::Config::default().with_interval(Duration::from_millis(250)),
             ))
@@ -151,19 +181,9 @@ async fn run(n: usize) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
 
-    // Wait until every node has a route to every other (route events).
-    let mut converged = false;
-    while !converged {
-        let Some((_, ev)) = rx.recv().await else {
-            break;
-        };
-        if matches!(ev, NodeEvent::RouteChanged(_)) {
-            converged = true;
-            for node in &nodes {
-                let s = node.status().await.map_err(|e| e.to_string())?;
-                converged &= s.routes.len() == n - 1;
-            }
-        }
+    match kind {
+        Router::Dv => dv_converged(&nodes, &mut rx).await?,
+        Router::Kad => kad_converged(&nodes, &mut rx).await?,
     }
     println!(
         "routes: every node reaches the {} others ({:.0} ms after start)",
@@ -231,14 +251,72 @@ async fn run(n: usize) -> Result<(), String> {
         node.shutdown().await.map_err(|e| e.to_string())?;
     }
     println!(
-        "summary: {n} nodes over QUIC, {arrived}/{} messages delivered across {longest} hops, {:.2} s",
+        "summary: {n} nodes over QUIC, {arrived}/{} messages delivered from node 0 to node {} ({longest} hops apart on the chain), {:.2} s",
         sends.len(),
+        n - 1,
         started.elapsed().as_secs_f64()
     );
     if arrived == sends.len() {
         Ok(())
     } else {
         Err("some messages did not arrive".into())
+    }
+}
+
+/// Waits until every node has a route to every other (route events).
+async fn dv_converged(
+    nodes: &[NodeHandle],
+    rx: &mut mpsc::Receiver<(usize, NodeEvent)>,
+) -> Result<(), String> {
+    loop {
+        let Some((_, ev)) = rx.recv().await else {
+            return Err("the nodes' events ended".into());
+        };
+        if matches!(ev, NodeEvent::RouteChanged(_)) {
+            let mut all = true;
+            for node in nodes {
+                let s = node.status().await.map_err(|e| e.to_string())?;
+                all &= s.routes.len() == nodes.len() - 1;
+            }
+            if all {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Waits until every node has a link in every XOR bucket that holds a node
+/// and knows a route to the archive. The XOR router announces no per-node
+/// routes, so this asks each node's router for its status every 100 ms
+/// (the nodes' events are drained meanwhile, so none waits on a full queue).
+async fn kad_converged(
+    nodes: &[NodeHandle],
+    rx: &mut mpsc::Receiver<(usize, NodeEvent)>,
+) -> Result<(), String> {
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
+    loop {
+        while rx.try_recv().is_ok() {}
+        let mut all = true;
+        for node in nodes {
+            let kad::Response::Status(s) = node
+                .rpc::<kad::Behaviour>(kad::Request::Status)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Err("unexpected router answer".into());
+            };
+            let me = node.node_id();
+            let filled: Vec<usize> = s.links.iter().map(|(_, b)| *b).collect();
+            all &= ids
+                .iter()
+                .filter_map(|o| kad::bucket_of(me, *o))
+                .all(|b| filled.contains(&b));
+            all &= s.services.iter().any(|(svc, _)| *svc == ARCHIVE);
+        }
+        if all {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -23,6 +23,7 @@
 mod kv;
 mod overlay;
 mod pubsub_quic;
+mod route;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,15 @@ use workload::{Measured, Work};
 struct Cli {
     #[command(subcommand)]
     workload: Workload,
+}
+
+/// A router of `plexus-router`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum RouterArg {
+    /// Distance vector: a route to every node.
+    Dv,
+    /// XOR buckets, O(log N) links.
+    Kad,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +104,35 @@ enum Workload {
         /// or under-counts them by its phase; 300 s (ten periods) keeps the
         /// error under 10%.
         #[arg(long, default_value_t = 300)]
+        steady: u64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A router on the simulator over a random overlay (mean degree 6):
+    /// state per node, sync traffic, convergence, delivery and stretch of
+    /// node, key and service messages, then delivery between survivors 15 s
+    /// after a share of the nodes crash at once. Run `dv` and `kad` with the
+    /// same nodes and seed to compare them on the same overlay.
+    Route {
+        /// The router.
+        #[arg(long, value_enum, default_value_t = RouterArg::Kad)]
+        router: RouterArg,
+        /// Nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Messages of each rule (node, key) per phase.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Senders (the messages are spread over them; each one's shortest
+        /// paths are computed for the stretch).
+        #[arg(long, default_value_t = 100)]
+        sources: usize,
+        /// Share of nodes crashed at once after convergence.
+        #[arg(long, default_value_t = 0.1)]
+        kill: f64,
+        /// Seconds of steady state to measure sync traffic over.
+        #[arg(long, default_value_t = 120)]
         steady: u64,
         /// Scenario seed.
         #[arg(long, default_value_t = 1)]
@@ -586,6 +625,26 @@ fn main() {
             seconds,
             seed,
         } => sim_workload(nodes, degree, seconds, seed),
+        Workload::Route {
+            router,
+            nodes,
+            messages,
+            sources,
+            kill,
+            steady,
+            seed,
+        } => route::route(route::Args {
+            router: match router {
+                RouterArg::Dv => plexus::router::scenario::Router::Dv,
+                RouterArg::Kad => plexus::router::scenario::Router::Kad,
+            },
+            nodes,
+            seed,
+            messages,
+            sources,
+            kill,
+            steady,
+        }),
         Workload::Membership { nodes, seed } => overlay::membership(nodes, seed),
         Workload::Broadcast {
             nodes,

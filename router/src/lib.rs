@@ -7,12 +7,18 @@
 //!   over the nodes it knows. For fixed topologies and tests.
 //! - [`dv`]: a distance-vector router that learns node, key and service
 //!   routes from its neighbours, with RTT metrics, and repairs them when
-//!   nodes fail.
+//!   nodes fail. Every node knows every node: for clusters up to about a
+//!   thousand nodes.
+//! - [`kad`]: an XOR (Kademlia-style) router with O(log N) links and
+//!   O(log² N) state, for overlays of up to hundreds of thousands of nodes.
 //!
 //! Routers are shared (`Arc`) between the core, which reads them on every
 //! message, and whoever updates them; reads take a `parking_lot` read lock.
 
 pub mod dv;
+pub mod kad;
+#[cfg(any(test, feature = "sim"))]
+pub mod scenario;
 mod service_set;
 mod static_router;
 

@@ -1,0 +1,68 @@
+//! The XOR router's messages (postcard-encoded by the core).
+
+use plexus_network::Address;
+use serde::{Deserialize, Serialize};
+
+/// Most addresses a node advertises or a contact carries.
+pub const MAX_ADDRS: usize = 4;
+/// Most hops a [`Message::Find`] walks before it ends where it is.
+pub const MAX_FIND_HOPS: usize = 32;
+
+/// A node and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The node's id.
+    pub node: u64,
+    /// Its addresses (at most [`MAX_ADDRS`]).
+    pub addrs: Vec<Address>,
+}
+
+/// What the router says to its links and along lookups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// The sender's whole state, to one link: sent when it changes (after
+    /// `trigger_delay`) and every `refresh_interval`. Replaces what the
+    /// receiver knew from the sender.
+    State {
+        /// Where the sender listens.
+        addrs: Vec<Address>,
+        /// The sender's links, ascending (at most `max_advertised`).
+        links: Vec<u64>,
+        /// `(service, hops)`: the services the sender reaches, with its hop
+        /// count to the nearest provider (0: it runs it). A service whose
+        /// best route goes through the receiver is left out (poisoned
+        /// reverse), so two nodes never count to infinity between them.
+        services: Vec<(u8, u8)>,
+    },
+    /// A lookup: walks hop by hop to the node XOR-closest to `target`
+    /// (never counting `path[0]`, the node that asked), which answers with
+    /// [`Message::Found`] back along `path`.
+    Find {
+        /// The node that asked, and where it listens.
+        origin: Contact,
+        /// The id sought.
+        target: u64,
+        /// The asker's bucket the lookup fills (64: its closest nodes).
+        bucket: u8,
+        /// The nodes walked, the asker first. The walk never revisits one.
+        path: Vec<u64>,
+        /// Sideways steps left: where no known node is closer to the
+        /// target, the walk may still go on to the link closest to it (not
+        /// walked yet), whose view may reach further — while young tables
+        /// are incomplete, a walk that stopped at the first dead end would
+        /// miss nodes that exist.
+        detours: u8,
+    },
+    /// The answer to a [`Message::Find`], retracing its path.
+    Found {
+        /// The id sought.
+        target: u64,
+        /// As in the lookup.
+        bucket: u8,
+        /// The node where the walk ended, then its links, by XOR distance
+        /// to `target` (at most `contacts`).
+        contacts: Vec<Contact>,
+        /// The rest of the way back (the asker first).
+        path: Vec<u64>,
+    },
+}
