@@ -583,6 +583,7 @@ async fn stream_workload(
 
 fn main() {
     let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -204,24 +204,29 @@ impl Behaviour {
         self.learn(agent, &origin);
         let own = local.0 ^ target;
         let walked = |m: u64| path.contains(&m);
-        let (next, sideways) = {
+        let (next, mut near) = {
             let inner = self.router.inner.read();
             let next = inner.closest(target, walked).filter(|(d, _)| *d < own);
             // A dead end short of the bucket sought (or of the asker's
-            // closest nodes): the nearest link not walked yet.
+            // closest nodes): one of the three links nearest the target not
+            // walked yet, at random, so that a lookup repeated over the
+            // same tables does not repeat the same walk.
             let reached = bucket_of(asker, local) == Some(bucket as usize);
-            let sideways = if next.is_none() && detours > 0 && !reached {
+            let near: Vec<NodeId> = if next.is_none() && detours > 0 && !reached {
                 inner
                     .links
                     .keys()
                     .filter(|n| !walked(n.0))
-                    .min_by_key(|n| n.0 ^ target)
                     .copied()
+                    .collect()
             } else {
-                None
+                Vec::new()
             };
-            (next.map(|(_, b)| b.via), sideways)
+            (next.map(|(_, b)| b.via), near)
         };
+        near.sort_unstable_by_key(|n| n.0 ^ target);
+        near.truncate(3);
+        let sideways = agent.rng().choose(&near).copied();
         if path.len() < MAX_FIND_HOPS {
             let step = match (next, sideways) {
                 (Some(via), _) => Some((via, detours)),
@@ -377,12 +382,15 @@ impl Behaviour {
                 .copied()
                 .filter(|m| link.links.binary_search(m).is_err())
                 .collect();
+            // A refresh usually repeats what the link said: recompute the
+            // service vector only when its adverts changed.
+            let services_changed = link.services != services;
             *link = Link {
                 links,
                 services,
                 addrs,
             };
-            (fresh, inner.recompute_services())
+            (fresh, services_changed && inner.recompute_services())
         };
         if changed {
             self.arm_trigger(agent);

@@ -145,7 +145,7 @@ impl Default for Config {
             max_advertised: 64,
             max_service_hops: 16,
             lookups_per_period: 8,
-            detours: 4,
+            detours: 6,
         }
     }
 }
@@ -201,7 +201,7 @@ impl Config {
         self
     }
     /// Sideways steps a lookup may take past dead ends (see
-    /// [`Message::Find`]). Default 4.
+    /// [`Message::Find`]). Default 6.
     pub fn with_detours(mut self, n: u8) -> Self {
         self.detours = n;
         self

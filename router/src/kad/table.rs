@@ -49,13 +49,15 @@ impl Inner {
     /// a few thousand XORs at most.
     pub(crate) fn closest(&self, target: u64, skip: impl Fn(u64) -> bool) -> Option<(u64, Best)> {
         let mut best: Option<(u64, Best)> = None;
+        // `skip` is asked only of a node that would be the new best: a
+        // handful of times per call, not once per node of the neighbourhood.
         let mut consider = |id: u64, via: NodeId, hops: u8| {
             let d = id ^ target;
             let better = match &best {
                 None => true,
                 Some((bd, b)) => d < *bd || (d == *bd && (hops, via) < (b.hops, b.via)),
             };
-            if better {
+            if better && (hops == 1 || !skip(id)) {
                 best = Some((
                     d,
                     Best {
@@ -72,7 +74,7 @@ impl Inner {
             }
             consider(n.0, *n, 1);
             for &m in &l.links {
-                if m != self.local.0 && !skip(m) {
+                if m != self.local.0 {
                     consider(m, *n, 2);
                 }
             }
