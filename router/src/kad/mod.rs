@@ -91,8 +91,12 @@
 //!
 //! # State
 //! Links ≈ log2 N out and as many in; state entries (links, their links,
-//! services) ≈ (2 log2 N)². Measured with `plexus-bench kad` (README):
-//! 100,000 nodes hold a few dozen links and about a thousand entries each.
+//! services) grow as log² N. Measured with `plexus-bench route --router
+//! kad --nodes N` on the simulator (README): at 1,000 nodes 16 links and
+//! 293 entries per node (median), at 100,000 nodes 26 links and 720
+//! entries (max 1,272); paths 1.11× and 1.28× the shortest; 551 and 715
+//! bytes of sync traffic per node per second. A `path_to_*` call scans
+//! the two-hop neighbourhood: 250 ns at 1,000 nodes, 700 ns at 100,000.
 //! Against [`dv`](crate::dv): pick `dv` below about a thousand nodes (it
 //! knows every node, so kv and anything that watches route changes works,
 //! and paths are the shortest by RTT); pick this router when the overlay
