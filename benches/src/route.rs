@@ -61,6 +61,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn route(a: Args) {
+    if a.nodes < 2 || !(0.0..1.0).contains(&a.kill) {
+        eprintln!("error: route needs --nodes of at least 2 and --kill in [0, 1)");
+        std::process::exit(2);
+    }
     let mut o = Options::new(a.router, a.nodes, a.seed);
     o.messages = a.messages;
     o.sources = a.sources;

@@ -7,8 +7,9 @@ use crate::{Address, ConnId, Direction, NodeId, RejectReason, RouteRule, Service
 use std::any::Any;
 use std::fmt;
 
-/// A connection as behaviours see it.
+/// A connection as behaviours see it. Built by the core only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// This node's id for the connection.
     pub conn: ConnId,
@@ -20,8 +21,9 @@ pub struct ConnectionInfo {
     pub addr: Option<Address>,
     /// The behaviour (service) whose [`connect`](crate::BehaviorAgent::connect)
     /// opened it; `None` for incoming connections and for dials by the
-    /// application or the bootstrap list. Lets a behaviour tell its own
-    /// dials, and other behaviours' dials, from a user's.
+    /// application or the bootstrap list (also when those asked for the
+    /// node while a behaviour's dial to it was in flight). Lets a behaviour
+    /// tell its own dials, and other behaviours' dials, from a user's.
     pub dialled_by: Option<ServiceId>,
 }
 

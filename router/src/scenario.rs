@@ -395,6 +395,9 @@ fn probe_round(sim: &mut Sim, o: &Options, rng: &mut Rng, next_tag: &mut u64) ->
         .map(|(i, _)| i)
         .collect();
     let n = g.ids.len();
+    if n < 2 {
+        return Default::default(); // nobody to send between
+    }
     let sources = o.sources.clamp(1, n);
     let per = o.messages.div_ceil(sources);
     let mut expects: [Expect; 3] = Default::default();

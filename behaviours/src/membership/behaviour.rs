@@ -761,8 +761,12 @@ impl NetworkBehavior for Behaviour {
     ) -> Option<NoHandler<Message>> {
         let node = info.node;
         self.conns.entry(node).or_default().push(info.conn);
+        let mine = info.dialled_by == Some(self.config.service);
         if let Some(ask) = self.asking.get(&node) {
-            if info.direction == Direction::Outgoing {
+            // Only a connection membership dialled is membership's to
+            // close later; another behaviour's dial to the same node (a
+            // router's link) is shared, not taken over.
+            if info.direction == Direction::Outgoing && mine {
                 self.dialled.insert(info.conn);
             }
             let msg = Message::Neighbor {
@@ -780,11 +784,11 @@ impl NetworkBehavior for Behaviour {
                     conn: info.conn,
                 },
             );
-        } else if info.direction == Direction::Outgoing && info.dialled_by.is_none() {
-            // A connection the node opened but no behaviour did (a
-            // bootstrap peer, an application dial): join through it. Links
-            // other behaviours open for their own use (a router's) are
-            // theirs, not contacts. Not
+        } else if info.direction == Direction::Outgoing && (info.dialled_by.is_none() || mine) {
+            // A connection the node opened but no other behaviour did (a
+            // bootstrap peer, an application dial, membership's own redial
+            // of a contact): join through it. Links other behaviours open
+            // for their own use (a router's) are theirs, not contacts. Not
             // only when alone: a node that joins while others are joining
             // through it must still join the rest of the overlay itself, or
             // concurrent joiners can form an island.

@@ -17,9 +17,9 @@
 //!
 //! # Protocol ([`Message`])
 //! - **Join**: a node joins through any peer: every outgoing connection
-//!   no behaviour opened (a bootstrap peer the core dialled, an
-//!   application's dial) is a contact; links another behaviour dials for
-//!   itself (a router's) are not, and it sends `Join` on it — also when
+//!   that is not another behaviour's (a bootstrap peer the core dialled, an
+//!   application's dial, a contact membership redials) is a contact — a
+//!   link a router dials for itself is not —, and it sends `Join` on it — also when
 //!   it already has neighbours, since those may be other joiners that used
 //!   it as their contact. The contact
 //!   takes it into its active view and sends `ForwardJoin` (TTL `arwl`) to

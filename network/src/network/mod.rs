@@ -873,7 +873,13 @@ impl Network {
         if let Some(&conn) = self.neighbours.get(&node).and_then(|v| v.first()) {
             return Err(ConnectError::AlreadyConnected { node, conn });
         }
-        if let Some((&conn, _)) = self.pending.iter().find(|(_, p)| p.node == node) {
+        if let Some((&conn, p)) = self.pending.iter_mut().find(|(_, p)| p.node == node) {
+            // The user (application or bootstrap list) asked for this node
+            // too while a behaviour's dial was in flight: the connection is
+            // then the user's, as if they had dialled first.
+            if matches!(p.origin, Origin::Behavior(_)) && !matches!(origin, Origin::Behavior(_)) {
+                p.origin = origin;
+            }
             return Err(ConnectError::AlreadyConnected { node, conn });
         }
         if self.conns.len() + self.pending.len() >= self.config.max_connections {

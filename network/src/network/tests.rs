@@ -709,3 +709,68 @@ fn an_event_sent_to_the_new_handler_in_on_connected_reaches_it() {
         .collect();
     assert_eq!(got, vec![7]);
 }
+
+#[test]
+fn a_connection_says_which_behaviour_dialled_it() {
+    /// Dials node 3 when it starts; records who dialled each connection.
+    #[derive(Default)]
+    struct Dialler(Vec<(NodeId, Option<ServiceId>)>);
+    impl NetworkBehavior for Dialler {
+        type Msg = ();
+        type Handler = NoHandler<()>;
+        type Event = ();
+        type Rpc = ();
+        fn service_id(&self) -> ServiceId {
+            ServiceId(23)
+        }
+        fn on_start(&mut self, agent: &mut BehaviorAgent<'_, Self>) {
+            agent.connect(NodeId(3), Address::Memory(3));
+            agent.connect(NodeId(4), Address::Memory(4));
+        }
+        fn on_connected(
+            &mut self,
+            _: &mut BehaviorAgent<'_, Self>,
+            info: ConnectionInfo,
+        ) -> Option<NoHandler<()>> {
+            self.0.push((info.node, info.dialled_by));
+            None
+        }
+    }
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Dialler::default())
+        .build()
+        .unwrap();
+    net.handle_timeout(t(0));
+    let dials: BTreeMap<NodeId, ConnId> = outputs(&mut net)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Connect { conn, node, .. } => Some((node, conn)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials.len(), 2, "the behaviour's two dials");
+    // The application asks for node 4 while the behaviour's dial is in
+    // flight: that connection becomes the application's.
+    assert!(matches!(
+        net.connect(t(1), NodeId(4), Address::Memory(4)),
+        Err(ConnectError::AlreadyConnected { .. })
+    ));
+    // And dials node 5 itself; node 2 dials in.
+    let own = net.connect(t(1), NodeId(5), Address::Memory(5)).unwrap();
+    net.handle_outgoing_connected(t(2), dials[&NodeId(3)], NodeId(3));
+    net.handle_outgoing_connected(t(2), dials[&NodeId(4)], NodeId(4));
+    net.handle_outgoing_connected(t(2), own, NodeId(5));
+    net.handle_incoming(t(2), NodeId(2), None).unwrap();
+    let seen: BTreeMap<NodeId, Option<ServiceId>> = net
+        .behavior::<Dialler>()
+        .unwrap()
+        .0
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(seen[&NodeId(3)], Some(ServiceId(23)));
+    assert_eq!(seen[&NodeId(4)], None);
+    assert_eq!(seen[&NodeId(5)], None);
+    assert_eq!(seen[&NodeId(2)], None);
+}

@@ -1,7 +1,7 @@
 //! The XOR router's protocol: keeps links in the buckets, the two-hop
 //! state and the service vector current.
 
-use super::protocol::{Contact, Message, MAX_ADDRS, MAX_FIND_HOPS};
+use super::protocol::{Contact, Find, Found, Message, MAX_ADDRS, MAX_FIND_HOPS};
 use super::table::{KadRouter, Link};
 use super::{bucket_of, Config, Request, Response, Stats, Status};
 use crate::ServiceSet;
@@ -29,8 +29,6 @@ const T_REFRESH: u64 = 2;
 struct Bucket {
     /// Links in it.
     links: u32,
-    /// A lookup for it is out, since then.
-    pending: Option<Instant>,
     /// A lookup found it empty: none before then.
     empty_until: Option<Instant>,
     /// The next wait after a lookup that finds it empty (doubles up to
@@ -46,6 +44,8 @@ pub struct Behaviour {
     conns: BTreeMap<NodeId, Vec<ConnId>>,
     /// Dials in flight: the bucket each fills and when it started.
     dialling: BTreeMap<NodeId, (usize, Instant)>,
+    /// Lookups waited for: id → (bucket, sent at). One per bucket at most.
+    outstanding: BTreeMap<u64, (u8, Instant)>,
     buckets: [Bucket; BUCKETS],
     next_self_lookup: Option<Instant>,
     /// Wait before the next self-lookup: one period at first, doubling up
@@ -68,6 +68,7 @@ impl Behaviour {
             router,
             conns: BTreeMap::new(),
             dialling: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
             buckets: [Bucket::default(); BUCKETS],
             next_self_lookup: None,
             self_backoff: Duration::ZERO,
@@ -148,10 +149,12 @@ impl Behaviour {
         self.buckets[b].links > 0 || self.dialling.values().any(|(db, _)| *db == b)
     }
 
+    /// Whether a lookup for bucket `b` ([`CLOSEST`]: the closest nodes) is
+    /// out and not yet given up (answers come within a period).
     fn pending(&self, b: usize, now: Instant) -> bool {
-        self.buckets[b]
-            .pending
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.period)
+        self.outstanding.values().any(|(ob, at)| {
+            *ob as usize == b && now.saturating_duration_since(*at) < self.config.period
+        })
     }
 
     /// Starts a lookup for `target` to fill `bucket` ([`CLOSEST`]: the
@@ -163,17 +166,23 @@ impl Behaviour {
         let Some((_, best)) = first else {
             return; // no link yet
         };
-        if let Some(b) = self.buckets.get_mut(bucket as usize) {
-            b.pending = Some(agent.now());
-        }
+        let now = agent.now();
+        let period = self.config.period;
+        // At most one lookup per bucket is waited for: a newer one replaces
+        // a given-up one, so the table holds at most 65 entries.
+        self.outstanding
+            .retain(|_, (b, at)| *b != bucket && now.saturating_duration_since(*at) < period);
+        let id = agent.rng().next_u64();
+        self.outstanding.insert(id, (bucket, now));
         self.stats.lookups += 1;
-        let msg = Message::Find {
+        let msg = Message::Find(Find {
+            id,
             origin: Self::my_contact(agent),
             target,
             bucket,
             path: vec![self.local().0],
             detours: self.config.detours,
-        };
+        });
         self.send_link(agent, best.via, msg);
     }
 
@@ -184,35 +193,35 @@ impl Behaviour {
         self.lookup(agent, b as u8, target);
     }
 
-    fn on_find(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        origin: Contact,
-        target: u64,
-        bucket: u8,
-        mut path: Vec<u64>,
-        detours: u8,
-    ) {
+    fn on_find(&mut self, agent: &mut BehaviorAgent<'_, Self>, from: NodeId, mut f: Find) {
         self.stats.finds_handled += 1;
         let local = self.local();
-        let asker = NodeId(origin.node);
-        if path.first() != Some(&asker.0) || path.contains(&local.0) || path.len() > MAX_FIND_HOPS {
-            log::debug!("node {local}: kad: malformed or looping lookup from {asker} dropped");
+        let asker = NodeId(f.origin.node);
+        if f.path.first() != Some(&asker.0)
+            || f.path.last() != Some(&from.0)
+            || f.path.contains(&local.0)
+            || f.path.len() > MAX_FIND_HOPS
+            || f.bucket as usize > BUCKETS
+        {
+            log::debug!("node {local}: kad: malformed or looping lookup from {from} dropped");
             return;
         }
+        // Carried on as bounded as the asker should have sent it.
+        f.origin.addrs.truncate(MAX_ADDRS);
         // Traffic teaches: the asker may fill one of this node's buckets.
-        self.learn(agent, &origin);
+        self.learn(agent, &f.origin);
+        let target = f.target;
         let own = local.0 ^ target;
-        let walked = |m: u64| path.contains(&m);
         let (next, mut near) = {
+            let walked = |m: u64| f.path.contains(&m);
             let inner = self.router.inner.read();
             let next = inner.closest(target, walked).filter(|(d, _)| *d < own);
             // A dead end short of the bucket sought (or of the asker's
             // closest nodes): one of the three links nearest the target not
             // walked yet, at random, so that a lookup repeated over the
             // same tables does not repeat the same walk.
-            let reached = bucket_of(asker, local) == Some(bucket as usize);
-            let near: Vec<NodeId> = if next.is_none() && detours > 0 && !reached {
+            let reached = bucket_of(asker, local) == Some(f.bucket as usize);
+            let near: Vec<NodeId> = if next.is_none() && f.detours > 0 && !reached {
                 inner
                     .links
                     .keys()
@@ -227,22 +236,16 @@ impl Behaviour {
         near.sort_unstable_by_key(|n| n.0 ^ target);
         near.truncate(3);
         let sideways = agent.rng().choose(&near).copied();
-        if path.len() < MAX_FIND_HOPS {
+        if f.path.len() < MAX_FIND_HOPS {
             let step = match (next, sideways) {
-                (Some(via), _) => Some((via, detours)),
-                (None, Some(via)) => Some((via, detours - 1)),
+                (Some(via), _) => Some((via, f.detours)),
+                (None, Some(via)) => Some((via, f.detours.saturating_sub(1))),
                 (None, None) => None,
             };
             if let Some((via, detours)) = step {
-                path.push(local.0);
-                let msg = Message::Find {
-                    origin,
-                    target,
-                    bucket,
-                    path,
-                    detours,
-                };
-                self.send_link(agent, via, msg);
+                f.path.push(local.0);
+                f.detours = detours;
+                self.send_link(agent, via, Message::Find(f));
                 return;
             }
         }
@@ -271,64 +274,68 @@ impl Behaviour {
                     .map(|(_, c)| c),
             );
         }
-        if let Some(&back) = path.last() {
-            let msg = Message::Found {
-                target,
-                bucket,
-                contacts,
-                path,
-            };
-            self.send_link(agent, NodeId(back), msg);
-        }
+        let answer = Found {
+            id: f.id,
+            bucket: f.bucket,
+            contacts,
+            path: f.path,
+        };
+        self.send_link(agent, from, Message::Found(answer));
     }
 
-    fn on_found(
-        &mut self,
-        agent: &mut BehaviorAgent<'_, Self>,
-        target: u64,
-        bucket: u8,
-        contacts: Vec<Contact>,
-        mut path: Vec<u64>,
-    ) {
+    fn on_found(&mut self, agent: &mut BehaviorAgent<'_, Self>, from: NodeId, mut f: Found) {
         let local = self.local();
-        if path.pop() != Some(local.0) {
-            log::debug!("node {local}: kad: answer not addressed to this hop dropped");
+        if f.path.pop() != Some(local.0) {
+            log::debug!("node {local}: kad: answer from {from} not addressed to this hop dropped");
             return;
         }
-        if let Some(&back) = path.last() {
-            for c in contacts.iter().take(self.config.contacts) {
+        // Carried on as bounded as the answering node should have sent it.
+        f.contacts.truncate(self.config.contacts);
+        for c in &mut f.contacts {
+            c.addrs.truncate(MAX_ADDRS);
+        }
+        if let Some(&back) = f.path.last() {
+            for c in &f.contacts {
                 self.learn(agent, c);
             }
-            let msg = Message::Found {
-                target,
-                bucket,
-                contacts,
-                path,
-            };
-            self.send_link(agent, NodeId(back), msg);
+            self.send_link(agent, NodeId(back), Message::Found(f));
             return;
         }
-        // The answer to this node's own lookup.
+        // An answer to this node's own lookup — if it asked.
+        let Some((bucket, _)) = self.outstanding.remove(&f.id) else {
+            log::debug!(
+                "node {local}: kad: answer {} from {from} not awaited, dropped",
+                f.id
+            );
+            return;
+        };
         self.stats.answers += 1;
         let now = agent.now();
         let mut in_bucket = false;
-        for c in contacts.iter().take(self.config.contacts) {
-            in_bucket |= bucket_of(local, NodeId(c.node)) == Some(bucket as usize);
+        for c in &f.contacts {
+            // Only a contact this node can dial fills the bucket.
+            in_bucket |=
+                bucket_of(local, NodeId(c.node)) == Some(bucket as usize) && !c.addrs.is_empty();
             self.learn(agent, c);
         }
+        if !in_bucket {
+            self.back_off(bucket as usize, now);
+        }
+    }
+
+    /// Bucket `b` was found empty (or its member could not be dialled):
+    /// look again later, less and less often — while tables are young a
+    /// walk can end short of nodes that exist.
+    fn back_off(&mut self, b: usize, now: Instant) {
         let period = self.config.period;
         let cap = self.config.empty_recheck;
-        if let Some(b) = self.buckets.get_mut(bucket as usize) {
-            b.pending = None;
-            if !in_bucket && b.links == 0 {
-                // Found empty, or the walk ended short of it while tables
-                // are young: ask again later, less and less often.
-                let wait = b.backoff.max(period);
-                b.empty_until = Some(now + wait);
-                b.backoff = (wait * 2).min(cap);
+        if let Some(bk) = self.buckets.get_mut(b) {
+            if bk.links == 0 {
+                let wait = bk.backoff.max(period);
+                bk.empty_until = Some(now + wait);
+                bk.backoff = (wait * 2).min(cap);
             }
         }
-        let _ = target;
     }
 
     /// Dials `c` if it falls in a bucket without a link (or dial).
@@ -363,10 +370,14 @@ impl Behaviour {
         let local = self.local();
         // Bounded whatever the sender sent: a neighbour cannot make this
         // node hold more than `max_advertised` ids for it.
+        links.retain(|m| *m != from.0);
+        if links.len() > self.config.max_advertised {
+            // Keep those nearest the sender, as a sender does.
+            links.sort_unstable_by_key(|m| m ^ from.0);
+            links.truncate(self.config.max_advertised);
+        }
         links.sort_unstable();
         links.dedup();
-        links.retain(|m| *m != from.0);
-        links.truncate(self.config.max_advertised);
         services.sort_unstable();
         services.dedup_by_key(|(s, _)| *s);
         services.truncate(MAX_SERVICES);
@@ -471,6 +482,9 @@ impl Behaviour {
         let stale = self.config.period * 2;
         self.dialling
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
+        let period = self.config.period;
+        self.outstanding
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < period);
         if self.conns.is_empty() {
             return;
         }
@@ -626,12 +640,14 @@ impl NetworkBehavior for Behaviour {
         _conn: ConnId,
         err: &OutgoingConnectionError,
     ) {
-        if self.dialling.remove(&node).is_some() {
+        if let Some((b, _)) = self.dialling.remove(&node) {
             self.stats.dial_failures += 1;
             log::debug!(
                 "node {}: kad: dial to {node} failed: {err}",
                 agent.local_node()
             );
+            // Not every period at the same unreachable node.
+            self.back_off(b, agent.now());
         }
     }
 
@@ -649,19 +665,8 @@ impl NetworkBehavior for Behaviour {
                 links,
                 services,
             } => self.on_state(agent, from, addrs, links, services),
-            Message::Find {
-                origin,
-                target,
-                bucket,
-                path,
-                detours,
-            } => self.on_find(agent, origin, target, bucket, path, detours),
-            Message::Found {
-                target,
-                bucket,
-                contacts,
-                path,
-            } => self.on_found(agent, target, bucket, contacts, path),
+            Message::Find(f) => self.on_find(agent, from, f),
+            Message::Found(f) => self.on_found(agent, from, f),
         }
     }
 

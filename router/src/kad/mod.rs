@@ -57,15 +57,23 @@
 //!   is closer) answers back along the path with itself and its links
 //!   closest to the target, with addresses; the asker dials one in bucket
 //!   `b`. If the bucket is non-empty, the closest node to the target is in
-//!   it, so the answer is in it. A lookup for the node's own id finds its
-//!   closest nodes (the deepest buckets) when it joins and every
-//!   `self_lookup_interval`. A node seen two hops away in a bucket the
-//!   node has no link in is looked up at once.
-//! - **Maintenance.** Every `period`: buckets without a link are looked up
-//!   again (a bucket a lookup found empty, only every `empty_recheck`).
-//!   A link that closes (the transport's idle timeout, ping, a graceful
-//!   leave) leaves its bucket empty and triggers a lookup at once — a
-//!   local repair, no global recomputation.
+//!   it, so the answer is in it. While tables are young a walk can reach a
+//!   dead end short of it: it may then detour a few times through a link
+//!   near the target ([`Find::detours`]). Every node a walk crosses may
+//!   link to the asker if the asker falls in one of its empty buckets
+//!   (Kademlia's learning from traffic). A lookup for the node's own id
+//!   passes by its closest nodes (the deepest buckets) when it joins, and
+//!   again at growing intervals up to `self_lookup_interval`. A node seen
+//!   two hops away in a bucket the node has no link in is looked up at
+//!   once. Answers carry the lookup's random id; one not awaited is
+//!   dropped.
+//! - **Maintenance.** Every `period`: buckets without a link, down to two
+//!   past the deepest bucket with one, are looked up again (at most
+//!   `lookups_per_period` per round); a bucket a lookup found empty, or
+//!   whose node could not be dialled, waits one period, then two, four…
+//!   up to `empty_recheck`. A link that closes (the transport's idle
+//!   timeout, ping, a graceful leave) leaves its bucket empty and triggers
+//!   a lookup at once — a local repair, no global recomputation.
 //!
 //! # Routing
 //! - `path_to_node(d)` and `path_to_key(k)`: the node of the two-hop
@@ -86,8 +94,10 @@
 //!   loop that makes.
 //! - `path_to_service(s)`: a distance vector over services only (at most
 //!   256 entries): each state message carries the sender's hop count to
-//!   the nearest provider of each service, with poisoned reverse and a
+//!   the nearest provider of each service, with split horizon and a
 //!   hop limit (`max_service_hops`). Nearest is in hops over the links.
+//!   (Not the replicated gossip map: it would give the set of providers,
+//!   not the nearest by path, and tie the router to a behaviour.)
 //!
 //! # State
 //! Links ≈ log2 N out and as many in; state entries (links, their links,
@@ -109,7 +119,7 @@ mod protocol;
 mod table;
 
 pub use behaviour::Behaviour;
-pub use protocol::{Contact, Message, MAX_ADDRS, MAX_FIND_HOPS};
+pub use protocol::{Contact, Find, Found, Message, MAX_ADDRS, MAX_FIND_HOPS};
 pub use table::KadRouter;
 
 use plexus_network::{NodeId, ServiceId};
@@ -168,16 +178,19 @@ impl Config {
     }
     /// Whole state to every link, to repair anything lost. Default 30 s.
     pub fn with_refresh_interval(mut self, d: Duration) -> Self {
-        self.refresh_interval = d;
+        self.refresh_interval = d.max(Duration::from_millis(10));
         self
     }
-    /// How long a bucket a lookup found empty is left before the next
-    /// lookup. Default 60 s.
+    /// The longest a bucket a lookup found empty (or whose node could not
+    /// be dialled) is left before the next lookup: the wait starts at one
+    /// period and doubles up to this. Default 60 s.
     pub fn with_empty_recheck(mut self, d: Duration) -> Self {
         self.empty_recheck = d;
         self
     }
-    /// Lookup of the node's own id (its closest nodes). Default 60 s.
+    /// The longest interval between lookups of the node's own id (its
+    /// closest nodes): one period after joining, doubling up to this.
+    /// Default 60 s.
     pub fn with_self_lookup_interval(mut self, d: Duration) -> Self {
         self.self_lookup_interval = d;
         self
@@ -210,8 +223,9 @@ impl Config {
         self.detours = n;
         self
     }
-    /// Most lookups a node starts per period (repairs of a link that just
-    /// closed are not counted). Default 8.
+    /// Most bucket lookups a maintenance round starts (a repair of a link
+    /// that just closed, a lookup of a node seen two hops away and the
+    /// self-lookup are not counted). Default 8.
     pub fn with_lookups_per_period(mut self, n: usize) -> Self {
         self.lookups_per_period = n.max(1);
         self

@@ -155,8 +155,8 @@ impl KadRouter {
     }
 
     /// Routing state held, in entries: one per link, one per node each
-    /// link reported as its own link, one per reachable service. This is
-    /// the figure the O(log N) bound is about.
+    /// link reported as its own link, one per reachable service: grows as
+    /// log² N.
     pub fn state_entries(&self) -> usize {
         self.inner.read().entries()
     }
