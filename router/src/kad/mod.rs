@@ -104,7 +104,7 @@
 //! services) grow as log² N. Measured with `plexus-bench route --router
 //! kad --nodes N` on the simulator (README): at 1,000 nodes 16 links and
 //! 293 entries per node (median), at 100,000 nodes 26 links and 720
-//! entries (max 1,272); paths 1.11× and 1.28× the shortest; 551 and 715
+//! entries (max 1,347); paths 1.11× and 1.27× the shortest; 563 and 726
 //! bytes of sync traffic per node per second. A `path_to_*` call scans
 //! the two-hop neighbourhood: 250 ns at 1,000 nodes, 700 ns at 100,000.
 //! Against [`dv`](crate::dv): pick `dv` below about a thousand nodes (it
