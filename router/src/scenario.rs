@@ -301,10 +301,7 @@ impl Graph {
 
     /// Whether some live node other than `x` lies in bucket `b` of `x`.
     fn bucket_nonempty(&self, x: u64, b: usize) -> bool {
-        let flip = 1u64 << (63 - b);
-        let keep = if b == 0 { 0 } else { !0u64 << (64 - b) };
-        let lo = (x & keep) | (!x & flip);
-        let hi = lo | (flip - 1);
+        let (lo, hi) = kad::bucket_range(NodeId(x), b);
         let i = self.ids.partition_point(|n| n.0 < lo);
         i < self.ids.len() && self.ids[i].0 <= hi
     }

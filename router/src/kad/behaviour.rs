@@ -562,9 +562,8 @@ impl Behaviour {
 /// A random id in bucket `b` of `local`: its first `b` bits, bit `b`
 /// flipped, the rest from `r`.
 fn bucket_target(local: u64, b: usize, r: u64) -> u64 {
-    let flip = 1u64 << (63 - b);
-    let keep = if b == 0 { 0 } else { !0u64 << (64 - b) };
-    (local & keep) | (!local & flip) | (r & (flip - 1))
+    let (lo, hi) = super::bucket_range(NodeId(local), b);
+    lo | (r & (hi - lo))
 }
 
 impl NetworkBehavior for Behaviour {

@@ -239,6 +239,15 @@ pub fn bucket_of(local: NodeId, other: NodeId) -> Option<usize> {
     (x != 0).then(|| x.leading_zeros() as usize)
 }
 
+/// The ids in bucket `b` (0..=63) of `local`, as an inclusive range: those
+/// sharing exactly its first `b` bits.
+pub fn bucket_range(local: NodeId, b: usize) -> (u64, u64) {
+    let flip = 1u64 << (63 - b);
+    let keep = if b == 0 { 0 } else { !0u64 << (64 - b) };
+    let lo = (local.0 & keep) | (!local.0 & flip);
+    (lo, lo | (flip - 1))
+}
+
 /// Counters of the router's protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
