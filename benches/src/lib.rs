@@ -1,6 +1,8 @@
 //! Pieces shared by the plexus benchmarks: a sink behaviour and a core set
 //! up with one neighbour, so the benches measure the core and nothing else.
 
+pub mod flood;
+
 use plexus::router::StaticRouter;
 use plexus::wire::{Frame, Header};
 use plexus::{

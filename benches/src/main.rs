@@ -138,6 +138,23 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A handshake flood against a real listener on 127.0.0.1: N
+    /// connections stalled at one stage of the handshake are held open,
+    /// then an honest peer dials. Time to connect (median, min, max over
+    /// runs, each with a fresh listener and flood) and memory growth of
+    /// this process (listener and attacker together, so an upper bound for
+    /// the listener). `RUST_LOG=warn` shows the listener's pressure log.
+    Flood {
+        /// How the flood's connections stall.
+        #[arg(long, value_enum)]
+        stall: plexus_bench::flood::Stall,
+        /// Connections in the flood.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Runs.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Membership (HyParView) on the simulator: connectivity in steady
     /// state, view sizes, healing after half the nodes die at once.
     Membership {
@@ -581,6 +598,44 @@ async fn stream_workload(
     Ok(())
 }
 
+async fn flood_workload(
+    stall: plexus_bench::flood::Stall,
+    n: usize,
+    runs: usize,
+) -> std::io::Result<()> {
+    use plexus_bench::flood;
+    let mut took = Vec::new();
+    let mut grew = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..runs.max(1) {
+        let mut l = flood::listener(stall, plexus::TransportConfig::default()).await?;
+        let before = rss().0;
+        let f = flood::flood(stall, l.addr, n).await?;
+        let t = flood::honest_dial(stall, l.addr, l.node, Duration::from_secs(60)).await?;
+        tokio::time::timeout(Duration::from_secs(60), l.incoming.recv())
+            .await
+            .map_err(|_| std::io::Error::other("the listener did not hand over the honest peer"))?
+            .ok_or_else(|| std::io::Error::other("the listener stopped"))?;
+        grew.push(rss().0.saturating_sub(before) as f64 / f64::from(1 << 20));
+        took.push(t.as_secs_f64() * 1e3);
+        held.push(f.held);
+        drop(f);
+        l.transport.shutdown().await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (t_med, t_min, t_max) = stats(&mut took);
+    let (m_med, _, m_max) = stats(&mut grew);
+    println!(
+        "workload=flood stall={stall:?} n={n} runs={} honest_connect_ms_median={t_med:.1} min={t_min:.1} \
+         max={t_max:.1} rss_growth_mib_median={m_med:.1} max={m_max:.1} reached_stall_per_run={held:?}",
+        took.len()
+    );
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -614,6 +669,7 @@ fn main() {
             let n = (mib << 20).div_ceil(size);
             done(rt().block_on(stream_workload(transport, "bulk", n, size, true)))
         }
+        Workload::Flood { stall, n, runs } => done(rt().block_on(flood_workload(stall, n, runs))),
         Workload::Dv {
             nodes,
             degree,

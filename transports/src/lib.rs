@@ -43,9 +43,20 @@ pub struct TransportConfig {
     pub max_frame_size: usize,
     /// Time an incoming connection has to finish its handshake. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Handshakes of incoming connections in progress at once; more wait.
-    /// Default 64.
+    /// Handshakes of incoming connections in progress at once. The accept
+    /// loop never waits for a slot: when they are all taken, the pending
+    /// handshake that got least far (then the oldest) is cut to make room,
+    /// so silent or stalled connections cannot lock honest peers out.
+    /// Default 256.
     pub max_pending_handshakes: usize,
+    /// Pending handshakes from one IP address; past it, that address's
+    /// least progressed handshake is cut. Default 64.
+    pub max_pending_per_source: usize,
+    /// Once half the handshake slots are taken, a handshake still pending
+    /// after this long is cut (instead of after `handshake_timeout`); QUIC
+    /// also answers unvalidated addresses with a stateless retry then.
+    /// Default 1 s.
+    pub pressured_handshake_timeout: Duration,
     /// The network key: peers must prove the same one. Default none (the
     /// all-zero key: such nodes only talk to each other).
     pub network_key: Option<[u8; 32]>,
@@ -63,7 +74,9 @@ impl Default for TransportConfig {
         TransportConfig {
             max_frame_size: HEADER_LEN + (1 << 20),
             handshake_timeout: Duration::from_secs(10),
-            max_pending_handshakes: 64,
+            max_pending_handshakes: 256,
+            max_pending_per_source: 64,
+            pressured_handshake_timeout: Duration::from_secs(1),
             network_key: None,
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),

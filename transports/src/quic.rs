@@ -13,6 +13,11 @@
 //! acknowledged it (at most [`TransportConfig::close_timeout`]), then
 //! closes the connection, so queued frames are delivered before the close.
 //! [`QuicTransport::client`] only dials, from an ephemeral UDP port.
+//!
+//! Accepting never waits for a handshake slot: under a flood the handshake
+//! stalled longest is cut, and once half the slots are taken, addresses
+//! not yet validated get a stateless retry (see
+//! [`TransportConfig::max_pending_handshakes`]).
 
 use crate::framing::{read_frame, read_loop, write_frame, write_loop};
 use crate::tls::{self, Role};
@@ -30,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// The QUIC transport. See the [module docs](self).
@@ -270,23 +275,30 @@ impl Transport for QuicTransport {
         }
         let endpoint = self.endpoint.clone();
         let config = self.config.clone();
-        let refusals = Arc::new(crate::accept::RefusalLog::new("quic", self.local));
-        let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
+        let admission = Arc::new(crate::accept::Admission::new("quic", self.local, &config));
         let task = tokio::spawn(async move {
             while let Some(inc) = endpoint.accept().await {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let config = config.clone();
                 let remote = inc.remote_address();
-                let timeout = config.handshake_timeout;
-                let handshake = async move {
-                    let conn = inc.await.map_err(|e| DialError::Failed(e.to_string()))?;
+                // Under pressure, an address that has not proven it can
+                // receive gets a stateless retry: it costs this node no
+                // state until it comes back with the token.
+                if admission.under_pressure() && !inc.remote_address_validated() && inc.may_retry()
+                {
+                    if inc.retry().is_err() {
+                        admission.log().refused(remote, "stateless retry failed");
+                    }
+                    continue;
+                }
+                let config = config.clone();
+                // Stages: 1 TLS done, 2 the stream opened.
+                admission.spawn(remote, incoming.clone(), |stage| async move {
+                    let failed = |e: String| DialError::Failed(e);
+                    let conn = inc.await.map_err(|e| failed(e.to_string()))?;
+                    stage.reached(1);
                     let node = peer_id(&conn)?;
-                    let (mut send, mut recv) = conn
-                        .accept_bi()
-                        .await
-                        .map_err(|e| DialError::Failed(e.to_string()))?;
+                    let (mut send, mut recv) =
+                        conn.accept_bi().await.map_err(|e| failed(e.to_string()))?;
+                    stage.reached(2);
                     if let Err(e) =
                         prove(&conn, &mut send, &mut recv, Role::Listener, &config.key()).await
                     {
@@ -294,15 +306,7 @@ impl Transport for QuicTransport {
                         return Err(e);
                     }
                     Ok(connection(conn, node, send, recv, &config))
-                };
-                crate::accept::spawn_handshake(
-                    refusals.clone(),
-                    remote,
-                    permit,
-                    timeout,
-                    incoming.clone(),
-                    handshake,
-                );
+                });
             }
         });
         *self.accept_task.lock() = Some(task);

@@ -9,8 +9,10 @@
 //! Accepting: a failed `accept` (out of file descriptors, say) is logged and
 //! retried after a pause that doubles from 10 ms to 1 s, so the loop never
 //! spins; each accepted connection's handshake runs in its own task within
-//! [`TransportConfig::handshake_timeout`]. [`TcpTransport::client`] only
-//! dials.
+//! [`TransportConfig::handshake_timeout`], admitted without waiting: a
+//! flood of silent connections is cut, least progressed first, rather than
+//! locking honest peers out (see [`TransportConfig::max_pending_handshakes`]).
+//! [`TcpTransport::client`] only dials.
 
 use crate::framing::{read_frame, read_loop, write_frame, write_loop};
 use crate::tls::{self, Role};
@@ -26,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
@@ -195,8 +197,7 @@ impl Transport for TcpTransport {
         };
         let acceptor = self.acceptor.clone();
         let config = self.config.clone();
-        let refusals = Arc::new(crate::accept::RefusalLog::new("tcp", local));
-        let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
+        let admission = Arc::new(crate::accept::Admission::new("tcp", local, &config));
         let task = tokio::spawn(async move {
             let mut backoff = ACCEPT_BACKOFF_MIN;
             loop {
@@ -218,30 +219,18 @@ impl Transport for TcpTransport {
                         continue;
                     }
                 };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
                 let (acceptor, config) = (acceptor.clone(), config.clone());
                 let _ = tcp.set_nodelay(true);
-                let timeout = config.handshake_timeout;
-                let handshake = async move {
-                    let mut tls = TlsStream::from(
-                        acceptor
-                            .accept(tcp)
-                            .await
-                            .map_err(|e| DialError::Failed(e.to_string()))?,
-                    );
+                // Stages: 1 the peer sent something, 2 TLS done.
+                admission.spawn(remote, incoming.clone(), |stage| async move {
+                    let failed = |e: io::Error| DialError::Failed(e.to_string());
+                    tcp.readable().await.map_err(failed)?;
+                    stage.reached(1);
+                    let mut tls = TlsStream::from(acceptor.accept(tcp).await.map_err(failed)?);
+                    stage.reached(2);
                     let node = authenticate(&mut tls, Role::Listener, &config.key()).await?;
                     Ok(connection(tls, node, remote, config.max_frame_size))
-                };
-                crate::accept::spawn_handshake(
-                    refusals.clone(),
-                    remote,
-                    permit,
-                    timeout,
-                    incoming.clone(),
-                    handshake,
-                );
+                });
             }
         });
         *self.accept_task.lock() = Some(task);
