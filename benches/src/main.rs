@@ -23,6 +23,7 @@
 mod kv;
 mod overlay;
 mod pubsub_quic;
+mod relay;
 mod route;
 mod workload;
 
@@ -137,6 +138,23 @@ enum Workload {
         /// Scenario seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Flow control across a relay: A → B → C flat out against A → C
+    /// direct (same run, median of runs), then A → B → C and D → B → C at
+    /// once (fair share); drops and disconnections on every node.
+    Relay {
+        /// Transport.
+        #[arg(long, value_enum)]
+        transport: workload::Kind,
+        /// Messages per flow.
+        #[arg(long, default_value_t = 200_000)]
+        n: usize,
+        /// Message body bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Runs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// A handshake flood against a real listener on 127.0.0.1: N
     /// connections stalled at one stage of the handshake are held open,
@@ -669,6 +687,12 @@ fn main() {
             let n = (mib << 20).div_ceil(size);
             done(rt().block_on(stream_workload(transport, "bulk", n, size, true)))
         }
+        Workload::Relay {
+            transport,
+            n,
+            size,
+            runs,
+        } => done(rt().block_on(relay::relay(transport, n, size, runs))),
         Workload::Flood { stall, n, runs } => done(rt().block_on(flood_workload(stall, n, runs))),
         Workload::Dv {
             nodes,

@@ -37,10 +37,10 @@ pub(crate) struct Blob {
 /// so a sender streams one buffer without cloning it per message.
 #[derive(Serialize)]
 pub(crate) struct BlobRef<'a> {
-    seq: u64,
-    echo: bool,
+    pub(crate) seq: u64,
+    pub(crate) echo: bool,
     #[serde(with = "serde_bytes")]
-    body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 /// What the benchmark behaviour reports.
@@ -132,7 +132,7 @@ pub(crate) struct Pair {
     pub(crate) b_events: NodeEvents,
 }
 
-async fn plexus_node(
+pub(crate) async fn plexus_node(
     kind: Kind,
     id: &Identity,
     router: Arc<StaticRouter>,

@@ -3,7 +3,9 @@
 //! ```text
 //! offset size field
 //!  0     1    version          (currently 1)
-//!  1     1    flags            bit 0: unreliable (may travel as a datagram); others zero
+//!  1     1    flags            bit 0: unreliable (may travel as a datagram)
+//!                               bit 1: credited (counts against the link's flow-control
+//!                                      window; set per hop by the runtime); others zero
 //!  2     1    service id
 //!  3     1    route kind       0 direct, 1 node, 2 closest key, 3 service
 //!  4     1    ttl              hops the message may still take
@@ -13,7 +15,19 @@
 //! 25     ..   payload          the behaviour's message, postcard-encoded
 //! ```
 //!
-//! One transport frame carries exactly one message. [`Frame::decode`]
+//! One transport frame carries exactly one message.
+//!
+//! # Link frames
+//!
+//! A frame whose first byte is [`LINK_VERSION`] is not a message: it is
+//! for the link it arrives on, consumed by the runtime and never routed.
+//! The only kind today is a credit grant, `[LINK_VERSION, 1, u32 BE
+//! bytes]` ([`LinkFrame::Credit`]): the peer may send that many more bytes
+//! of credited frames. Each side of a connection starts with
+//! [`INITIAL_CREDIT`] bytes and may send a credited frame while its credit
+//! is above zero (so it overshoots by at most one frame). The receiver
+//! grants the bytes back once the frame has left it: delivered to the
+//! application, handed to the next hop's connection, or dropped. [`Frame::decode`]
 //! validates everything once: if it returned `Ok`, the header fields are in
 //! range and the payload slice is exactly the declared length, so nothing
 //! that reads a [`Frame`] can panic or read out of bounds. Every malformed
@@ -30,7 +44,75 @@ pub const HEADER_LEN: usize = 25;
 /// Offset of the TTL byte, which forwarding rewrites in place.
 const TTL_OFFSET: usize = 4;
 const FLAG_UNRELIABLE: u8 = 0b0000_0001;
-const KNOWN_FLAGS: u8 = FLAG_UNRELIABLE;
+const FLAG_CREDITED: u8 = 0b0000_0010;
+const KNOWN_FLAGS: u8 = FLAG_UNRELIABLE | FLAG_CREDITED;
+
+/// First byte of a [link frame](self#link-frames).
+pub const LINK_VERSION: u8 = 0xC0;
+/// Bytes of credited frames each side of a connection may send before the
+/// peer grants more.
+pub const INITIAL_CREDIT: u32 = 4 << 20;
+const LINK_CREDIT: u8 = 1;
+
+/// Whether `frame` is marked credited (see [link frames](self#link-frames)).
+pub fn is_credited(frame: &[u8]) -> bool {
+    frame.first() == Some(&VERSION) && frame.get(1).is_some_and(|f| f & FLAG_CREDITED != 0)
+}
+
+/// Marks `frame` credited or not (a message frame; others are left alone).
+pub fn set_credited(frame: &mut [u8], credited: bool) {
+    if frame.first() == Some(&VERSION) {
+        if let Some(f) = frame.get_mut(1) {
+            if credited {
+                *f |= FLAG_CREDITED;
+            } else {
+                *f &= !FLAG_CREDITED;
+            }
+        }
+    }
+}
+
+/// The source node of a message frame, if it is long enough to have one.
+pub fn source_of(frame: &[u8]) -> Option<NodeId> {
+    frame.get(13..21).map(|b| NodeId(be_u64(b)))
+}
+
+/// A frame for the link itself (see [link frames](self#link-frames)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkFrame {
+    /// The peer may send this many more bytes of credited frames.
+    Credit(u32),
+}
+
+impl LinkFrame {
+    /// The frame's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            LinkFrame::Credit(n) => {
+                let mut b = vec![LINK_VERSION, LINK_CREDIT];
+                b.extend_from_slice(&n.to_be_bytes());
+                b
+            }
+        }
+    }
+
+    /// Decodes a frame whose first byte is [`LINK_VERSION`].
+    pub fn decode(frame: &[u8]) -> Result<LinkFrame, DecodeError> {
+        match frame {
+            [LINK_VERSION, LINK_CREDIT, a, b, c, d] => {
+                Ok(LinkFrame::Credit(u32::from_be_bytes([*a, *b, *c, *d])))
+            }
+            [LINK_VERSION, LINK_CREDIT, ..] => Err(DecodeError::LengthMismatch {
+                declared: 4,
+                actual: frame.len().saturating_sub(2),
+            }),
+            [LINK_VERSION, kind, ..] => Err(DecodeError::UnknownLinkFrame(*kind)),
+            [v, ..] => Err(DecodeError::UnknownVersion(*v)),
+            [] => Err(DecodeError::Truncated { needed: 2, got: 0 }),
+        }
+    }
+}
 
 /// Why a frame was rejected.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -58,6 +140,9 @@ pub enum DecodeError {
     /// The flags byte sets bits this version does not define.
     #[error("unknown flags {0:#010b}")]
     UnknownFlags(u8),
+    /// A link frame of a kind this build does not know.
+    #[error("unknown link frame kind {0}")]
+    UnknownLinkFrame(u8),
     /// The route kind byte is not a known route rule.
     #[error("unknown route kind {0}")]
     UnknownRouteKind(u8),
@@ -260,6 +345,36 @@ pub(crate) fn set_ttl(frame: &mut [u8], ttl: u8) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn link_frames_round_trip_and_bad_ones_are_errors() {
+        let f = LinkFrame::Credit(123_456).encode();
+        assert_eq!(LinkFrame::decode(&f), Ok(LinkFrame::Credit(123_456)));
+        assert!(LinkFrame::decode(&f[..5]).is_err());
+        assert!(LinkFrame::decode(&[LINK_VERSION, 9, 0, 0, 0, 0]).is_err());
+        assert!(LinkFrame::decode(&[]).is_err());
+        // A link frame is never taken for a message.
+        assert!(Frame::decode(&f, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn the_credited_flag_is_set_cleared_and_decoded() {
+        let h = Header {
+            service: ServiceId(3),
+            rule: RouteRule::Node(NodeId(7)),
+            ttl: 9,
+            source: NodeId(42),
+            unreliable: false,
+        };
+        let mut f = h.to_bytes(0).to_vec();
+        assert!(!is_credited(&f));
+        set_credited(&mut f, true);
+        assert!(is_credited(&f));
+        assert_eq!(Frame::decode(&f, 16).map(|fr| fr.header), Ok(h));
+        assert_eq!(source_of(&f), Some(NodeId(42)));
+        set_credited(&mut f, false);
+        assert_eq!(f, h.to_bytes(0).to_vec());
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -326,8 +441,8 @@ mod tests {
             Err(DecodeError::UnknownVersion(9))
         );
         let mut bad = good.clone();
-        bad[1] = 0b10;
-        assert_eq!(Frame::decode(&bad, 1024), Err(DecodeError::UnknownFlags(2)));
+        bad[1] = 0b100;
+        assert_eq!(Frame::decode(&bad, 1024), Err(DecodeError::UnknownFlags(4)));
         let mut bad = good.clone();
         bad[3] = 4;
         assert_eq!(

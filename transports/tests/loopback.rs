@@ -595,6 +595,129 @@ async fn app_sends_wait_for_a_full_queue_instead_of_dropping(kind: Kind) {
     shutdown_all([&a, &b]).await;
 }
 
+/// A → B → C with B's queues tiny: A sends flat out, B forwards at C's
+/// pace, and flow control makes A wait instead of B dropping. Everything
+/// arrives in order; nobody drops anything, pings included.
+async fn a_relay_slows_the_sender_instead_of_dropping(kind: Kind) {
+    let hub = MemoryHub::new();
+    let tiny = RuntimeConfig {
+        send_queue: 16,
+        ..RuntimeConfig::default()
+    };
+    let mut a = spawn(kind, TransportConfig::default(), &hub, 1).await;
+    let mut b = spawn_with(
+        kind,
+        TransportConfig::default(),
+        NetworkConfig::default(),
+        tiny,
+        &hub,
+        2,
+    )
+    .await;
+    let mut c = spawn(kind, TransportConfig::default(), &hub, 3).await;
+    link(&mut a, &mut b).await;
+    link(&mut b, &mut c).await;
+    let cid = c.id();
+    a.router.set_route(cid, b.id(), 2);
+    b.router.set_route(cid, cid, 1);
+    const N: u64 = 20_000;
+    c.handle.rpc::<Probe>(N).await.unwrap();
+    for tag in 0..N {
+        let msg = Tagged {
+            tag,
+            body: vec![7; 1024],
+        };
+        a.handle
+            .send(PROBE, RouteRule::Node(cid), &msg)
+            .await
+            .unwrap();
+    }
+    let got = c.seen(|s| matches!(s, Seen::AllReceived { .. })).await;
+    assert_eq!(
+        got,
+        Seen::AllReceived {
+            count: N,
+            in_order: true
+        }
+    );
+    for n in [&mut a, &mut b, &mut c] {
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(0), n.events.next()).await
+        {
+            if let NodeEvent::Dropped(d) = ev {
+                panic!("{} dropped {d:?}", n.id());
+            }
+        }
+    }
+    for (name, n) in [("A", &a), ("B", &b), ("C", &c)] {
+        let st = n.handle.status().await.unwrap();
+        assert_eq!(st.stats.dropped, 0, "{name} dropped nothing");
+        assert_eq!(st.connections.len(), if name == "B" { 2 } else { 1 });
+    }
+    assert_eq!(
+        b.handle.status().await.unwrap().stats.forwarded,
+        N,
+        "B forwarded every message"
+    );
+    shutdown_all([&a, &b, &c]).await;
+}
+
+/// An application that reads one event per millisecond, behind a queue of
+/// eight: the sender slows down, and every message reaches it in order.
+async fn a_slow_application_loses_nothing(kind: Kind) {
+    let hub = MemoryHub::new();
+    let small = RuntimeConfig {
+        app_event_queue: 8,
+        ..RuntimeConfig::default()
+    };
+    let mut a = spawn(kind, TransportConfig::default(), &hub, 1).await;
+    let mut b = spawn_with(
+        kind,
+        TransportConfig::default(),
+        NetworkConfig::default(),
+        small,
+        &hub,
+        2,
+    )
+    .await;
+    link(&mut a, &mut b).await;
+    let bid = b.id();
+    a.router.set_route(bid, bid, 1);
+    const N: u64 = 1_000;
+    let sender = {
+        let h = a.handle.clone();
+        tokio::spawn(async move {
+            for tag in 0..N {
+                let msg = Tagged {
+                    tag,
+                    body: vec![1; 8 << 10],
+                };
+                h.send(PROBE, RouteRule::Node(bid), &msg).await.unwrap();
+            }
+        })
+    };
+    let mut next = 0;
+    while next < N {
+        let ev = tokio::time::timeout(WAIT, b.events.next())
+            .await
+            .expect("an event within the timeout")
+            .expect("node running");
+        if let NodeEvent::Behaviour(e) = ev {
+            if let Some(Seen::Received { tag, .. }) = e.downcast_ref::<Seen>() {
+                assert_eq!(*tag, next, "in order, none missing");
+                next += 1;
+                // The slow reader: one event per millisecond.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    sender.await.unwrap();
+    let st = b.handle.status().await.unwrap();
+    assert_eq!(st.app_events_dropped, 0);
+    assert_eq!(st.stats.dropped, 0);
+    shutdown_all([&a, &b]).await;
+}
+
 /// Dialling something that accepts but never completes a handshake fails
 /// with a timeout after `RuntimeConfig::handshake_timeout`.
 async fn dial_handshake_times_out(kind: Kind) {
@@ -743,4 +866,6 @@ over! {
     dial_handshake_times_out: Quic, Tcp;
     accept_handshake_times_out: Quic, Tcp;
     unreliable_messages_arrive: Quic, Tcp, Mem;
+    a_relay_slows_the_sender_instead_of_dropping: Quic, Tcp, Mem;
+    a_slow_application_loses_nothing: Quic, Tcp, Mem;
 }

@@ -1,13 +1,41 @@
 //! The driver: one task that owns the core, feeds it what the transports
 //! and the application deliver, and executes its outputs.
+//!
+//! # Flow control
+//!
+//! Frames of the application and frames this node forwards are *data*:
+//! each connection gives its peer a window of credit
+//! ([`wire::INITIAL_CREDIT`] bytes, see [link frames](crate::wire#link-frames))
+//! and a data frame is written only while the window is open. A data frame
+//! that cannot go yet waits at this node in its next hop's queue, holding
+//! the credit of the connection it arrived on; that credit goes back to the
+//! previous hop (a grant) only when the frame leaves: handed to the next
+//! hop's writer, taken by the application, or dropped. So a relay whose
+//! next hop is slow stops granting, its upstream's window closes, and the
+//! sender's `NodeHandle::send` waits: the whole path runs at its
+//! bottleneck's pace and nothing is dropped for want of room. Waiting
+//! frames are served round-robin by the connection they arrived on (the
+//! application counting as one), so one heavy flow through a relay cannot
+//! starve another. Memory per connection is bounded by the windows.
+//!
+//! Frames behaviours send for themselves travel on the connection's
+//! *control* lane, which the writer serves first, so routing sync and pings
+//! are never queued behind bulk data; that lane holds at most
+//! [`RuntimeConfig::send_queue`] frames, past which a frame is dropped and
+//! reported. Events for the application that carry a data frame's credit
+//! wait (without limit but the windows') when the application reads
+//! slowly; other events past [`RuntimeConfig::app_event_queue`] waiting are
+//! dropped and counted.
 
 use super::config::RuntimeConfig;
 use super::handle::{Command, ConnStatus, NodeError, NodeEvent, NodeState, NodeStatus, RpcReply};
 use super::transport::{
-    ConnEvent, Connection, Credit, DialError, FrameSink, Outbound, OutboundQueue, Transport,
+    ConnEvent, Connection, Credit, DialError, FrameSink, Lanes, Outbound, Transport,
 };
+use crate::wire::{self, LinkFrame};
 use crate::{Address, ConnId, Instant, Network, NodeId, Output, RpcId};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,7 +50,8 @@ pub(crate) fn clock() -> std::time::Instant {
 }
 
 struct ConnIo {
-    tx: mpsc::Sender<Outbound>,
+    lanes: Lanes,
+    flow: Flow,
     node: NodeId,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -32,10 +61,80 @@ struct ConnIo {
     announced: bool,
 }
 
-/// An application frame waiting for room in its connection's queue.
-struct Blocked {
+/// Credit a data frame holds on the connection it arrived on, returned
+/// when the frame leaves this node.
+#[derive(Clone, Copy, Debug)]
+struct Charge {
     conn: ConnId,
-    frame: Outbound,
+    bytes: u32,
+}
+
+/// A data frame waiting for its connection's window to open.
+struct Waiting {
+    bytes: Vec<u8>,
+    credit: Option<Credit>,
+    charge: Option<Charge>,
+}
+
+/// Where waiting data frames came from: the connection they arrived on,
+/// or the application (`None`). Served round-robin.
+type Origin = Option<ConnId>;
+
+/// One connection's flow control.
+struct Flow {
+    /// Bytes of data frames this node may still send (it sends while > 0).
+    credit: i64,
+    /// Data frames waiting for credit, by origin, and the origins' turn.
+    waiting: HashMap<Origin, VecDeque<Waiting>>,
+    turns: VecDeque<Origin>,
+    /// Credited bytes received on it and not yet returned.
+    held: u64,
+    /// Returned bytes not yet granted back to the peer.
+    returned: u64,
+}
+
+impl Flow {
+    fn new() -> Self {
+        Flow {
+            credit: i64::from(wire::INITIAL_CREDIT),
+            waiting: HashMap::new(),
+            turns: VecDeque::new(),
+            held: 0,
+            returned: 0,
+        }
+    }
+
+    fn push(&mut self, origin: Origin, w: Waiting) {
+        let q = self.waiting.entry(origin).or_default();
+        if q.is_empty() {
+            self.turns.push_back(origin);
+        }
+        q.push_back(w);
+    }
+
+    /// The next waiting frame, round-robin over origins.
+    fn pop(&mut self) -> Option<Waiting> {
+        let origin = self.turns.pop_front()?;
+        let q = self.waiting.get_mut(&origin)?;
+        let w = q.pop_front();
+        if q.is_empty() {
+            self.waiting.remove(&origin);
+        } else {
+            self.turns.push_back(origin);
+        }
+        w
+    }
+
+    fn is_waiting(&self) -> bool {
+        !self.turns.is_empty()
+    }
+}
+
+/// An event for the application, with the credit it holds if it carries a
+/// data frame.
+struct AppEvent {
+    ev: NodeEvent,
+    charge: Option<Charge>,
 }
 
 pub(crate) struct Driver {
@@ -48,8 +147,15 @@ pub(crate) struct Driver {
     ev_tx: mpsc::Sender<ConnEvent>,
     app_tx: mpsc::Sender<NodeEvent>,
     app_dropped: u64,
+    /// Events waiting for room in the application's queue.
+    app_waiting: VecDeque<AppEvent>,
+    /// Of those, how many hold no credit (bounded by `app_event_queue`).
+    app_waiting_free: usize,
     listen_addrs: Vec<Address>,
-    blocked: Option<Blocked>,
+    /// The credit of the data frame being handled, until something takes it.
+    charge: Option<Charge>,
+    /// Credit returned while handling, granted back after.
+    returns: Vec<Charge>,
     state: Arc<NodeState>,
 }
 
@@ -73,8 +179,11 @@ impl Driver {
             ev_tx,
             app_tx,
             app_dropped: 0,
+            app_waiting: VecDeque::new(),
+            app_waiting_free: 0,
             listen_addrs,
-            blocked: None,
+            charge: None,
+            returns: Vec::new(),
             state,
         }
     }
@@ -105,15 +214,10 @@ impl Driver {
             }
             let wake = self.net.poll_timeout().map(|t| self.deadline(t));
             // An owned sender, so the wait borrows nothing from `self`.
-            let blocked_tx = self
-                .blocked
-                .as_ref()
-                .map(|b| self.conns.get(&b.conn).map(|io| io.tx.clone()));
+            let app_tx = (!self.app_waiting.is_empty()).then(|| self.app_tx.clone());
             let room = async move {
-                match blocked_tx {
-                    // The connection is gone: unblock at once (no room).
-                    Some(None) => false,
-                    Some(Some(tx)) => tx.reserve_owned().await.is_ok(),
+                match app_tx {
+                    Some(tx) => tx.reserve_owned().await.ok(),
                     None => std::future::pending().await,
                 }
             };
@@ -132,10 +236,10 @@ impl Driver {
                 conn = incoming.recv() => {
                     if let Some(conn) = conn { self.on_incoming(conn); }
                 }
-                ok = room => {
-                    self.unblock(ok);
+                permit = room => {
+                    self.app_room(permit);
                 }
-                cmd = commands.recv(), if self.blocked.is_none() => {
+                cmd = commands.recv() => {
                     // Take what is already queued too (bounded, for
                     // fairness): one wake-up per burst, not per command.
                     let mut next = cmd;
@@ -147,7 +251,7 @@ impl Driver {
                             None => break 'run None,
                         }
                         taken += 1;
-                        if taken == COMMAND_BURST || self.blocked.is_some() {
+                        if taken == COMMAND_BURST {
                             break;
                         }
                         match commands.try_recv() {
@@ -173,41 +277,68 @@ impl Driver {
         }
     }
 
-    fn unblock(&mut self, room: bool) {
-        let Some(b) = self.blocked.take() else {
+    /// The application's queue has room: the waiting events go on, in
+    /// order, as far as it takes them.
+    fn app_room(&mut self, permit: Option<mpsc::OwnedPermit<NodeEvent>>) {
+        self.app_room_inner(permit);
+        self.app_waiting_free = self
+            .app_waiting
+            .iter()
+            .filter(|e| e.charge.is_none())
+            .count();
+    }
+
+    fn app_room_inner(&mut self, permit: Option<mpsc::OwnedPermit<NodeEvent>>) {
+        let Some(permit) = permit else {
+            // The application dropped its events: nothing will take them.
+            for e in std::mem::take(&mut self.app_waiting) {
+                self.returns.extend(e.charge);
+            }
+            self.grant_returns();
             return;
         };
-        if !room {
-            // The connection closed with the frame still waiting: it goes
-            // with it, reported like any frame a dead connection takes.
-            if let Outbound::Frame { bytes, .. } = &b.frame {
-                let now = self.now();
-                self.net.handle_send_aborted(now, b.conn, bytes);
-                self.drain();
-            }
-            return;
+        if let Some(e) = self.app_waiting.pop_front() {
+            permit.send(e.ev);
+            self.returns.extend(e.charge);
         }
-        if let Some(io) = self.conns.get(&b.conn) {
-            if let Err(mpsc::error::TrySendError::Full(frame)) = io.tx.try_send(b.frame) {
-                self.blocked = Some(Blocked {
-                    conn: b.conn,
-                    frame,
-                });
+        while let Some(e) = self.app_waiting.pop_front() {
+            match self.app_tx.try_send(e.ev) {
+                Ok(()) => self.returns.extend(e.charge),
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    self.app_waiting.push_front(AppEvent {
+                        ev,
+                        charge: e.charge,
+                    });
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.returns.extend(e.charge),
             }
         }
+        self.grant_returns();
     }
 
     fn on_event(&mut self, ev: ConnEvent) {
         match ev {
             ConnEvent::Frames { conn, frames } => {
                 for f in &frames {
+                    if f.first() == Some(&wire::LINK_VERSION) {
+                        self.on_link_frame(conn, f);
+                        continue;
+                    }
+                    if wire::is_credited(f) && !self.take_credit(conn, f.len()) {
+                        break;
+                    }
                     let now = self.now();
                     self.net.handle_frame(now, conn, f);
                     self.drain();
+                    // Handled and gone (consumed by a behaviour, delivered
+                    // at once, dropped): its credit goes back.
+                    self.returns.extend(self.charge.take());
                 }
+                self.grant_returns();
             }
             ConnEvent::Closed { conn, why } => {
-                if let Some(io) = self.conns.remove(&conn) {
+                if let Some(io) = self.remove_conn(conn) {
                     match &why {
                         Some(why) => log::debug!(
                             "node {}: {conn} to {} closed: {why}",
@@ -277,18 +408,18 @@ impl Driver {
                     c.node,
                     c.addr
                 );
-                let (tx, rx) = mpsc::channel(1);
-                let _ = tx.try_send(Outbound::Close(reason.to_string()));
-                drop(tx);
+                let (lanes, queue) = Lanes::new();
+                lanes.data(Outbound::Close(reason.to_string()));
+                drop(lanes);
                 tokio::spawn(async move {
-                    let _ = c.writer.run(OutboundQueue { rx }).await;
+                    let _ = c.writer.run(queue).await;
                 });
             }
         }
     }
 
     fn register(&mut self, conn: ConnId, c: Connection) {
-        let (tx, rx) = mpsc::channel(self.config.send_queue);
+        let (lanes, queue) = Lanes::new();
         let sink = FrameSink {
             conn,
             tx: self.ev_tx.clone(),
@@ -303,7 +434,7 @@ impl Driver {
         });
         let closed = self.ev_tx.clone();
         let writer = tokio::spawn(async move {
-            if let Err(e) = c.writer.run(OutboundQueue { rx }).await {
+            if let Err(e) = c.writer.run(queue).await {
                 let _ = closed
                     .send(ConnEvent::Closed {
                         conn,
@@ -315,7 +446,8 @@ impl Driver {
         self.conns.insert(
             conn,
             ConnIo {
-                tx,
+                lanes,
+                flow: Flow::new(),
                 node: c.node,
                 reader,
                 writer,
@@ -410,7 +542,30 @@ impl Driver {
     }
 
     fn app_event(&mut self, ev: NodeEvent) {
-        if self.app_tx.try_send(ev).is_err() {
+        self.app_event_holding(ev, None);
+    }
+
+    /// Hands `ev` to the application. If its queue is full the event
+    /// waits: one holding a data frame's credit always (that credit is what
+    /// slows the senders), others while fewer than the event queue's
+    /// capacity wait, past which they are dropped and counted.
+    fn app_event_holding(&mut self, ev: NodeEvent, charge: Option<Charge>) {
+        let ev = if self.app_waiting.is_empty() {
+            match self.app_tx.try_send(ev) {
+                Ok(()) => {
+                    self.returns.extend(charge);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.returns.extend(charge);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(ev)) => ev,
+            }
+        } else {
+            ev
+        };
+        if charge.is_none() && self.app_waiting_free >= self.config.app_event_queue {
             self.app_dropped += 1;
             if self.app_dropped.is_power_of_two() {
                 log::warn!(
@@ -419,7 +574,10 @@ impl Driver {
                     self.app_dropped
                 );
             }
+            return;
         }
+        self.app_waiting_free += usize::from(charge.is_none());
+        self.app_waiting.push_back(AppEvent { ev, charge });
     }
 
     /// Executes the core's outputs.
@@ -441,9 +599,9 @@ impl Driver {
                 } => self.send(conn, frame, unreliable, from_app, credit.take()),
                 Output::Connect { conn, node, addr } => self.dial(conn, node, addr),
                 Output::Close { conn, reason } => {
-                    if let Some(io) = self.conns.remove(&conn) {
+                    if let Some(io) = self.remove_conn(conn) {
                         log::debug!("node {}: closing {conn}: {reason}", self.net.local_node());
-                        let _ = io.tx.try_send(Outbound::Close(reason.to_string()));
+                        io.lanes.data(Outbound::Close(reason.to_string()));
                         io.reader.abort();
                         if io.announced {
                             self.app_event(NodeEvent::Disconnected {
@@ -453,7 +611,10 @@ impl Driver {
                         }
                     }
                 }
-                Output::Event(ev) => self.app_event(NodeEvent::Behaviour(ev)),
+                Output::Event(ev) => {
+                    let charge = self.charge.take();
+                    self.app_event_holding(NodeEvent::Behaviour(ev), charge);
+                }
                 Output::RpcAnswer { id, result } => {
                     if let Some(reply) = self.rpcs.remove(&id) {
                         let _ = reply.send(result.map_err(NodeError::from));
@@ -465,35 +626,182 @@ impl Driver {
                 Output::BehaviorFailed(f) => self.app_event(NodeEvent::BehaviorFailed(f)),
             }
         }
+        self.grant_returns();
     }
 
+    /// Queues a frame the core output on `conn`: application sends and
+    /// forwarded frames on the data lane under flow control, behaviours'
+    /// own frames on the control lane.
     fn send(
         &mut self,
         conn: ConnId,
-        bytes: Vec<u8>,
+        mut bytes: Vec<u8>,
         unreliable: bool,
         from_app: bool,
         credit: Option<Credit>,
     ) {
-        let Some(io) = self.conns.get(&conn) else {
+        let local = self.net.local_node();
+        let send_queue = self.config.send_queue;
+        let Some(io) = self.conns.get_mut(&conn) else {
             return;
         };
-        let frame = Outbound::Frame {
-            bytes,
-            unreliable,
-            credit,
-        };
-        match io.tx.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(frame)) if from_app && self.blocked.is_none() => {
-                self.blocked = Some(Blocked { conn, frame });
-            }
-            Err(mpsc::error::TrySendError::Full(Outbound::Frame { bytes, .. })) => {
+        let transit = wire::source_of(&bytes).is_some_and(|s| s != local);
+        let data = from_app || transit;
+        if unreliable || !data {
+            // Loss is acceptable (unreliable), or a behaviour's own frame:
+            // a bounded lane; past it, dropped and reported.
+            wire::set_credited(&mut bytes, false);
+            let (lane, depth) = if data {
+                (&io.lanes.data, &io.lanes.depth.data)
+            } else {
+                (&io.lanes.control, &io.lanes.depth.control)
+            };
+            if depth.load(Relaxed) >= send_queue {
                 let now = self.now();
                 self.net.handle_send_failed(now, conn, &bytes);
+                // A forwarded frame dropped here has left this node.
+                self.returns.extend(self.charge.take());
+                return;
             }
-            Err(_) => {}
+            depth.fetch_add(1, Relaxed);
+            let _ = lane.send(Outbound::Frame {
+                bytes,
+                unreliable,
+                credit,
+            });
+            return;
         }
+        let charge = if transit { self.charge.take() } else { None };
+        let origin = if transit {
+            charge.map(|c| c.conn)
+        } else {
+            None
+        };
+        io.flow.push(
+            origin,
+            Waiting {
+                bytes,
+                credit,
+                charge,
+            },
+        );
+        self.flush(conn);
+    }
+
+    /// Writes waiting data frames of `conn` while its window is open.
+    fn flush(&mut self, conn: ConnId) {
+        let Some(io) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        while io.flow.credit > 0 {
+            let Some(mut w) = io.flow.pop() else {
+                break;
+            };
+            io.flow.credit -= w.bytes.len() as i64;
+            wire::set_credited(&mut w.bytes, true);
+            io.lanes.data(Outbound::Frame {
+                bytes: w.bytes,
+                unreliable: false,
+                credit: w.credit,
+            });
+            self.returns.extend(w.charge);
+        }
+    }
+
+    /// Counts a credited frame of `len` bytes against `conn`'s window;
+    /// `false` (and the connection closed) if the peer overran it.
+    fn take_credit(&mut self, conn: ConnId, len: usize) -> bool {
+        let Some(io) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        io.flow.held += len as u64;
+        // The peer sends while its credit is above zero: it may overshoot
+        // the window by one frame, no more.
+        let limit = u64::from(wire::INITIAL_CREDIT)
+            + (self.net.config().max_payload + wire::HEADER_LEN) as u64;
+        if io.flow.held > limit {
+            log::warn!(
+                "node {}: {conn} to {} sent {} bytes past its flow-control window; closing it",
+                self.net.local_node(),
+                io.node,
+                io.flow.held - u64::from(wire::INITIAL_CREDIT)
+            );
+            let now = self.now();
+            self.net.close(now, conn);
+            self.drain();
+            return false;
+        }
+        self.charge = Some(Charge {
+            conn,
+            bytes: len as u32,
+        });
+        true
+    }
+
+    fn on_link_frame(&mut self, conn: ConnId, f: &[u8]) {
+        match LinkFrame::decode(f) {
+            Ok(LinkFrame::Credit(n)) => {
+                if let Some(io) = self.conns.get_mut(&conn) {
+                    io.flow.credit = io.flow.credit.saturating_add(i64::from(n));
+                    // A window that grows past all bounds is a broken peer;
+                    // it can only hurt itself, as its frames wait here.
+                    io.flow.credit = io.flow.credit.min(i64::from(u32::MAX));
+                }
+                self.flush(conn);
+                self.grant_returns();
+            }
+            Err(e) => {
+                log::warn!(
+                    "node {}: {conn} sent a malformed link frame ({e}); closing it",
+                    self.net.local_node()
+                );
+                let now = self.now();
+                self.net.close(now, conn);
+                self.drain();
+            }
+        }
+    }
+
+    /// Gives back the credit of frames that left this node: a grant to
+    /// each previous hop once a quarter of the window has come back.
+    fn grant_returns(&mut self) {
+        for c in std::mem::take(&mut self.returns) {
+            let Some(io) = self.conns.get_mut(&c.conn) else {
+                continue;
+            };
+            let n = u64::from(c.bytes).min(io.flow.held);
+            io.flow.held -= n;
+            io.flow.returned += n;
+            // A quarter of the window at a time: the peer's credit runs
+            // out only with a whole window outstanding, so a quarter of it
+            // always comes back to be granted.
+            if io.flow.returned >= u64::from(wire::INITIAL_CREDIT / 4) {
+                let grant = io.flow.returned.min(u64::from(u32::MAX)) as u32;
+                io.flow.returned -= u64::from(grant);
+                let frame = LinkFrame::Credit(grant).encode();
+                io.lanes.control(Outbound::Frame {
+                    bytes: frame,
+                    unreliable: false,
+                    credit: None,
+                });
+            }
+        }
+    }
+
+    /// Forgets `conn`: its waiting data frames are reported dropped
+    /// (connection closed) and their credit goes back upstream.
+    fn remove_conn(&mut self, conn: ConnId) -> Option<ConnIo> {
+        let mut io = self.conns.remove(&conn)?;
+        if io.flow.is_waiting() {
+            let now = self.now();
+            while let Some(w) = io.flow.pop() {
+                self.net.handle_send_aborted(now, conn, &w.bytes);
+                self.returns.extend(w.charge);
+            }
+            self.drain();
+            self.grant_returns();
+        }
+        Some(io)
     }
 
     fn dial(&mut self, conn: ConnId, node: NodeId, addr: Address) {
@@ -532,7 +840,7 @@ impl Driver {
             .conns
             .drain()
             .map(|(_, io)| {
-                let _ = io.tx.try_send(Outbound::Close("shutdown".into()));
+                io.lanes.data(Outbound::Close("shutdown".into()));
                 io.reader.abort();
                 io.writer
             })

@@ -78,28 +78,122 @@ pub enum Outbound {
     Close(String),
 }
 
-/// The queue a [`FrameWriter`] drains.
+/// The queue a [`FrameWriter`] drains: two lanes, control ahead of data.
+///
+/// The control lane carries the frames behaviours send for themselves
+/// (routing sync, ping, membership, …) and credit grants; the data lane the
+/// application's messages and the frames this node forwards. Control
+/// frames are taken first at every frame boundary, so a connection busy
+/// with bulk data still carries a neighbour's pings and routes at once.
+/// Each lane keeps its own order.
 #[derive(Debug)]
 pub struct OutboundQueue {
-    pub(crate) rx: mpsc::Receiver<Outbound>,
+    pub(crate) control: mpsc::UnboundedReceiver<Outbound>,
+    pub(crate) data: mpsc::UnboundedReceiver<Outbound>,
+    pub(crate) depth: Arc<LaneDepth>,
 }
+
+/// Frames waiting in each lane of a connection's [`OutboundQueue`] (the
+/// lanes are unbounded channels; the runtime bounds what it puts in them).
+#[derive(Debug, Default)]
+pub(crate) struct LaneDepth {
+    pub(crate) control: std::sync::atomic::AtomicUsize,
+    pub(crate) data: std::sync::atomic::AtomicUsize,
+}
+
+/// The runtime's side of an [`OutboundQueue`].
+#[derive(Debug, Clone)]
+pub(crate) struct Lanes {
+    pub(crate) control: mpsc::UnboundedSender<Outbound>,
+    pub(crate) data: mpsc::UnboundedSender<Outbound>,
+    pub(crate) depth: Arc<LaneDepth>,
+}
+
+impl Lanes {
+    /// A connection's lanes and the queue its writer drains.
+    pub(crate) fn new() -> (Lanes, OutboundQueue) {
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let (dtx, drx) = mpsc::unbounded_channel();
+        let depth = Arc::new(LaneDepth::default());
+        (
+            Lanes {
+                control: ctx,
+                data: dtx,
+                depth: depth.clone(),
+            },
+            OutboundQueue {
+                control: crx,
+                data: drx,
+                depth,
+            },
+        )
+    }
+
+    /// Queues on the control lane; `false` if the writer is gone.
+    pub(crate) fn control(&self, o: Outbound) -> bool {
+        let ok = self.control.send(o).is_ok();
+        if ok {
+            self.depth.control.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// Queues on the data lane; `false` if the writer is gone.
+    pub(crate) fn data(&self, o: Outbound) -> bool {
+        let ok = self.data.send(o).is_ok();
+        if ok {
+            self.depth.data.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+}
+
+use std::sync::atomic::Ordering::Relaxed;
 
 impl OutboundQueue {
     /// Waits for the next item and takes up to `max` already queued ones
-    /// with it. `None` when the runtime has dropped the connection (close).
+    /// with it (control first). `None` when the runtime has dropped the
+    /// connection (close).
     pub async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()> {
-        let first = self.rx.recv().await?;
+        if self.take_ready(out, max) > 0 {
+            return Some(());
+        }
+        let first = tokio::select! {
+            biased;
+            Some(o) = self.control.recv() => {
+                self.depth.control.fetch_sub(1, Relaxed);
+                o
+            }
+            Some(o) = self.data.recv() => {
+                self.depth.data.fetch_sub(1, Relaxed);
+                o
+            }
+            else => return None,
+        };
         out.push(first);
         self.take_ready(out, max);
         Some(())
     }
 
-    /// Takes up to `max` items in all that are queued now, without waiting.
+    /// Takes up to `max` items in all that are queued now, control first,
+    /// without waiting.
     pub fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
         let before = out.len();
         while out.len() < max {
-            match self.rx.try_recv() {
-                Ok(o) => out.push(o),
+            match self.control.try_recv() {
+                Ok(o) => {
+                    self.depth.control.fetch_sub(1, Relaxed);
+                    out.push(o);
+                }
+                Err(_) => break,
+            }
+        }
+        while out.len() < max {
+            match self.data.try_recv() {
+                Ok(o) => {
+                    self.depth.data.fetch_sub(1, Relaxed);
+                    out.push(o);
+                }
                 Err(_) => break,
             }
         }
