@@ -22,6 +22,14 @@ pub struct NetworkConfig {
     /// The simulator always sets it (from the scenario's seed), so runs
     /// replay.
     pub seed: Option<u64>,
+    /// Most drop notices sent per second. A reliable message of another
+    /// node's that dies at this node (in transit: TTL spent, no route, its
+    /// next hop's connection closed or queue full; or here: no behaviour
+    /// for it, a payload that does not decode, …) is reported to its source
+    /// by a notice routed back (service [`DROP_NOTICE`](crate::DROP_NOTICE)),
+    /// which the source hears as `DropReason::Remote`; past this rate they
+    /// are counted, not sent. Default 100.
+    pub drop_notices_per_sec: u32,
 }
 
 impl Default for NetworkConfig {
@@ -32,6 +40,7 @@ impl Default for NetworkConfig {
             max_connections: 1024,
             max_actions_per_input: 100_000,
             seed: None,
+            drop_notices_per_sec: 100,
         }
     }
 }

@@ -57,6 +57,10 @@ pub enum BuildError {
     /// Two behaviours claim the same service.
     #[error("two behaviours claim service {0}")]
     DuplicateService(ServiceId),
+    /// A behaviour claims a service the core keeps for itself
+    /// ([`DROP_NOTICE`](crate::DROP_NOTICE)).
+    #[error("service {0} is reserved for the core's drop notices")]
+    ReservedService(ServiceId),
     /// The operating system's random source failed (only when no seed was given).
     #[error("cannot seed the node's RNG from the OS: {0}")]
     Entropy(String),

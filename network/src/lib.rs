@@ -114,6 +114,10 @@ pub use route::{RejectReason, RouteAction, RouteInfo, RouteRule, RouterTable};
 pub use time::Instant;
 pub use types::{
     AppEvent, BehaviorFailure, CloseReason, ConnectionInfo, DialFailure, DropReason, DropReport,
-    Incoming, NetworkStats, Output, RouteChange, RpcId,
+    Incoming, NetworkStats, Output, RemoteDrop, RouteChange, RpcId,
 };
 pub use wire::DecodeError;
+
+/// The service the core keeps for drop notices (see
+/// [`NetworkConfig::drop_notices_per_sec`]); no behaviour may claim it.
+pub const DROP_NOTICE: ServiceId = ServiceId(255);

@@ -153,6 +153,81 @@ pub enum DropReason {
     QueueFull(ConnId),
     /// Its behaviour on this node failed (panicked) and is disabled.
     BehaviorFailed,
+    /// It died at another node, which sent this node (its source) a drop
+    /// notice.
+    Remote {
+        /// The node where it died.
+        at: NodeId,
+        /// Why, as that node said.
+        why: RemoteDrop,
+    },
+}
+
+/// Why a message died at another node, as its drop notice says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteDrop {
+    /// Its TTL was spent.
+    TtlExpired,
+    /// That node had no route (or its router refused it).
+    NoRoute,
+    /// The connection to the next hop closed with it queued.
+    ConnectionClosed,
+    /// The next hop's queue was full, or it waited too long for room.
+    QueueFull,
+    /// No behaviour there has its service.
+    UnknownService,
+    /// Its payload did not decode there.
+    BadPayload,
+    /// Its behaviour there failed.
+    BehaviorFailed,
+    /// Another reason (a newer node's, or a payload over the maximum).
+    Other,
+}
+
+impl RemoteDrop {
+    /// The notice's code for a local drop reason.
+    pub fn code_of(reason: &DropReason) -> u8 {
+        match reason {
+            DropReason::TtlExpired => 1,
+            DropReason::Rejected(_) | DropReason::NoConnection(_) => 2,
+            DropReason::ConnectionClosed(_) => 3,
+            DropReason::QueueFull(_) => 4,
+            DropReason::UnknownService => 5,
+            DropReason::BadPayload => 6,
+            DropReason::BehaviorFailed => 7,
+            DropReason::Oversized | DropReason::Remote { .. } => 0,
+        }
+    }
+
+    /// The reason a notice's code stands for.
+    pub fn from_code(code: u8) -> RemoteDrop {
+        match code {
+            1 => RemoteDrop::TtlExpired,
+            2 => RemoteDrop::NoRoute,
+            3 => RemoteDrop::ConnectionClosed,
+            4 => RemoteDrop::QueueFull,
+            5 => RemoteDrop::UnknownService,
+            6 => RemoteDrop::BadPayload,
+            7 => RemoteDrop::BehaviorFailed,
+            _ => RemoteDrop::Other,
+        }
+    }
+}
+
+impl fmt::Display for RemoteDrop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteDrop::TtlExpired => "TTL expired",
+            RemoteDrop::NoRoute => "no route",
+            RemoteDrop::ConnectionClosed => "connection to the next hop closed",
+            RemoteDrop::QueueFull => "queue full",
+            RemoteDrop::UnknownService => "no behaviour for the service",
+            RemoteDrop::BadPayload => "payload does not decode",
+            RemoteDrop::BehaviorFailed => "its behaviour failed",
+            RemoteDrop::Other => "another reason",
+        })
+    }
 }
 
 impl fmt::Display for DropReason {
@@ -167,6 +242,7 @@ impl fmt::Display for DropReason {
             DropReason::Oversized => f.write_str("payload over the maximum size"),
             DropReason::QueueFull(c) => write!(f, "send queue of {c} full"),
             DropReason::BehaviorFailed => f.write_str("its behaviour failed and is disabled"),
+            DropReason::Remote { at, why } => write!(f, "dropped at {at}: {why}"),
         }
     }
 }
@@ -302,4 +378,12 @@ pub struct NetworkStats {
     pub behavior_failures: u64,
     /// Dials that failed.
     pub dial_failures: u64,
+    /// Drop notices sent to the sources of reliable messages that died
+    /// here while passing through.
+    pub drop_notices_sent: u64,
+    /// Drop notices not sent because of the rate limit
+    /// (`NetworkConfig::drop_notices_per_sec`).
+    pub drop_notices_suppressed: u64,
+    /// Drop notices received about this node's own messages.
+    pub drop_notices_received: u64,
 }

@@ -75,13 +75,25 @@ fn ttl_five_is_dropped_and_the_drop_is_reported() {
 
     assert!(received(&mut sim).is_empty(), "never delivered");
     let drops = sim.report().drops;
-    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert_eq!(drops.len(), 2, "{drops:?}");
     let (_, at, report) = drops[0];
     // TTL 5 allows five hops: 1→2→3→4→5→6; node 6 cannot forward.
     assert_eq!(at, ids[5]);
     assert_eq!(report.reason, DropReason::TtlExpired);
     assert_eq!(report.source, ids[0]);
     assert_eq!(sim.node(ids[5]).unwrap().stats().dropped, 1);
+    // Node 6 sent a drop notice back over the five hops: the source hears
+    // where and why its message died.
+    let (_, at, report) = drops[1];
+    assert_eq!(at, ids[0]);
+    assert_eq!(
+        report.reason,
+        DropReason::Remote {
+            at: ids[5],
+            why: plexus::RemoteDrop::TtlExpired
+        }
+    );
+    assert_eq!(sim.node(ids[0]).unwrap().stats().drop_notices_received, 1);
 
     // TTL 9 is exactly enough for the nine hops.
     let opts = SendOptions {

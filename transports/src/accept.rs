@@ -235,6 +235,9 @@ impl Admission {
             id,
         });
         let timeout = self.timeout;
+        // Not holding the lock while spawning: a runtime that is shutting
+        // down drops the task at once, and its guard takes the lock.
+        drop(slots);
         // The slot is released when the task ends, however it ends (done,
         // failed, timed out, or cut: aborting drops the guard).
         let task = tokio::spawn(async move {
@@ -243,14 +246,18 @@ impl Admission {
             drop(guard);
             match result {
                 Ok(Ok(conn)) => {
-                    let _ = incoming.send(conn).await;
+                    // In a task of its own: a cut that raced the handshake's
+                    // end (an abort of this task) cannot throw it away now.
+                    tokio::spawn(async move {
+                        let _ = incoming.send(conn).await;
+                    });
                 }
                 Ok(Err(e)) => admission.log.refused(remote, &e.to_string()),
                 Err(_) => admission.log.refused(remote, "handshake timed out"),
             }
         });
-        // The task cannot have released its slot yet: releasing takes this lock.
-        if let Some(p) = slots.pending.get_mut(&id) {
+        // Gone already if the task ended (or was cut) meanwhile.
+        if let Some(p) = self.slots.lock().pending.get_mut(&id) {
             p.abort = Some(task.abort_handle());
         }
     }

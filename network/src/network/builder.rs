@@ -82,6 +82,9 @@ impl NetworkBuilder {
         let mut services = ServiceIndex::new();
         for (i, b) in self.behaviors.iter().enumerate() {
             let s = b.service_id();
+            if s == crate::DROP_NOTICE {
+                return Err(BuildError::ReservedService(s));
+            }
             if services.get(s).is_some() {
                 return Err(BuildError::DuplicateService(s));
             }

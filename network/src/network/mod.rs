@@ -165,6 +165,8 @@ pub struct Network {
     next_conn: u64,
     next_rpc: u64,
     stats: NetworkStats,
+    /// Drop notices sent in the current second: (second, count).
+    notices: (u64, u32),
 }
 
 impl fmt::Debug for Network {
@@ -226,6 +228,7 @@ impl Network {
             next_conn: 0,
             next_rpc: 0,
             stats: NetworkStats::default(),
+            notices: (0, 0),
         };
         // The first input starts the behaviours: a core timer due at once.
         net.timers.set(START, Instant::ZERO);
@@ -1117,7 +1120,73 @@ impl Network {
         if h.source == self.local {
             // Its behaviour may act on it (after the current action).
             self.actions.push_back(CoreAction::Dropped(report));
+        } else if !h.unreliable && h.service != crate::DROP_NOTICE {
+            self.notify_drop(h, &reason);
         }
+        self.outputs.push_back(Output::Dropped(report));
+    }
+
+    /// Routes a drop notice back to the source of a reliable message that
+    /// died here: a code for why, then the message's header (payload
+    /// length zero). Rate-limited per second; notices about notices are
+    /// never sent (no storms).
+    fn notify_drop(&mut self, h: &Header, reason: &DropReason) {
+        let second = self.now.as_micros() / 1_000_000;
+        if self.notices.0 != second {
+            self.notices = (second, 0);
+        }
+        if self.notices.1 >= self.config.drop_notices_per_sec {
+            self.stats.drop_notices_suppressed += 1;
+            return;
+        }
+        self.notices.1 += 1;
+        self.stats.drop_notices_sent += 1;
+        let header = Header {
+            service: crate::DROP_NOTICE,
+            rule: RouteRule::Node(h.source),
+            ttl: self.config.default_ttl,
+            source: self.local,
+            unreliable: false,
+        };
+        let mut frame = Vec::with_capacity(2 * HEADER_LEN + 1);
+        header.encode_into(1 + HEADER_LEN as u32, &mut frame);
+        frame.push(crate::RemoteDrop::code_of(reason));
+        frame.extend_from_slice(&h.to_bytes(0));
+        self.actions.push_back(CoreAction::Route { header, frame });
+    }
+
+    /// A drop notice reached this node: if it is about one of its own
+    /// messages, its behaviour and the application hear of it.
+    fn on_drop_notice(&mut self, h: &Header, payload: &[u8]) {
+        let about = match payload {
+            [code, rest @ ..] if rest.len() == HEADER_LEN => Header::decode(rest, usize::MAX)
+                .ok()
+                .map(|(about, _)| (crate::RemoteDrop::from_code(*code), about)),
+            _ => None,
+        };
+        let Some((why, about)) = about.filter(|(_, a)| a.source == self.local) else {
+            log::debug!(
+                "node {}: malformed or misdirected drop notice from {} ignored",
+                self.local,
+                h.source
+            );
+            return;
+        };
+        self.stats.drop_notices_received += 1;
+        log::debug!(
+            "node {}: its {} message ({}) was dropped at {}: {why}",
+            self.local,
+            about.service,
+            about.rule,
+            h.source
+        );
+        let report = DropReport {
+            source: self.local,
+            service: about.service,
+            rule: about.rule,
+            reason: DropReason::Remote { at: h.source, why },
+        };
+        self.actions.push_back(CoreAction::Dropped(report));
         self.outputs.push_back(Output::Dropped(report));
     }
 
@@ -1140,6 +1209,10 @@ impl Network {
 
     /// Delivers a validated message to its local behaviour.
     fn deliver(&mut self, via: Option<(ConnId, NodeId)>, h: &Header, payload: &[u8]) {
+        if h.service == crate::DROP_NOTICE {
+            self.on_drop_notice(h, payload);
+            return;
+        }
         let Some(idx) = self.services.get(h.service) else {
             self.drop_msg(h, DropReason::UnknownService);
             return;

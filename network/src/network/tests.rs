@@ -213,11 +213,15 @@ fn a_bad_payload_closes_only_its_authors_connection() {
     assert!(
         matches!(
             out.as_slice(),
-            [Output::Dropped(DropReport {
-                reason: DropReason::BadPayload,
-                source: NodeId(4),
-                ..
-            })]
+            [
+                Output::Dropped(DropReport {
+                    reason: DropReason::BadPayload,
+                    source: NodeId(4),
+                    ..
+                }),
+                // The drop notice, back to 4 through 3.
+                Output::Send { conn, .. },
+            ] if *conn == c3
         ),
         "{out:?}"
     );
@@ -342,10 +346,13 @@ fn a_panicking_behaviour_is_disabled_and_reported_and_the_node_goes_on() {
     assert!(
         matches!(
             out.as_slice(),
-            [Output::Dropped(DropReport {
-                reason: DropReason::BehaviorFailed,
-                ..
-            })]
+            [
+                Output::Dropped(DropReport {
+                    reason: DropReason::BehaviorFailed,
+                    ..
+                }),
+                Output::Send { .. }
+            ]
         ),
         "{out:?}"
     );
@@ -773,4 +780,163 @@ fn a_connection_says_which_behaviour_dialled_it() {
     assert_eq!(seen[&NodeId(4)], None);
     assert_eq!(seen[&NodeId(5)], None);
     assert_eq!(seen[&NodeId(2)], None);
+}
+
+#[test]
+fn a_reliable_message_dropped_in_transit_is_reported_to_its_source() {
+    // The relay: 2's message for 9, which it has no route to.
+    let mut relay = Network::builder(ME, router(&[(2, 2)]))
+        .seed(1)
+        .behavior(Echo::default())
+        .build()
+        .unwrap();
+    let c2 = relay.handle_incoming(t(0), NodeId(2), None).unwrap();
+    outputs(&mut relay);
+    let lost = frame(
+        ECHO,
+        RouteRule::Node(NodeId(9)),
+        NodeId(2),
+        &EchoMsg::Ping(7),
+    );
+    relay.handle_frame(t(1), c2, &lost);
+    let out = outputs(&mut relay);
+    let notice = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { conn, frame, .. } if *conn == c2 => Some(frame.clone()),
+            _ => None,
+        })
+        .expect("a notice goes back to 2");
+    let f = Frame::decode(&notice, 1 << 20).unwrap();
+    assert_eq!(f.header.service, crate::DROP_NOTICE);
+    assert_eq!(f.header.rule, RouteRule::Node(NodeId(2)));
+    assert_eq!(f.header.source, ME);
+    assert_eq!(f.payload[0], 2, "the code for no route");
+    let (about, _) = Header::decode(&f.payload[1..], usize::MAX).unwrap();
+    assert_eq!(about.rule, RouteRule::Node(NodeId(9)));
+    assert_eq!(about.source, NodeId(2));
+    assert_eq!(relay.stats().drop_notices_sent, 1);
+
+    // Unreliable messages and notices themselves get none.
+    let mut quiet = frame(
+        ECHO,
+        RouteRule::Node(NodeId(9)),
+        NodeId(2),
+        &EchoMsg::Ping(8),
+    );
+    quiet[1] |= 1;
+    relay.handle_frame(t(2), c2, &quiet);
+    let mut about_notice = notice.clone();
+    about_notice[5..13].copy_from_slice(&9u64.to_be_bytes());
+    relay.handle_frame(t(2), c2, &about_notice);
+    assert_eq!(relay.stats().drop_notices_sent, 1);
+    assert_eq!(relay.stats().dropped, 3);
+
+    // Rate-limited: 100 a second, the rest counted.
+    for i in 0..150 {
+        relay.handle_frame(
+            t(1000),
+            c2,
+            &frame(
+                ECHO,
+                RouteRule::Node(NodeId(9)),
+                NodeId(2),
+                &EchoMsg::Ping(i),
+            ),
+        );
+    }
+    assert_eq!(relay.stats().drop_notices_sent, 101);
+    assert_eq!(relay.stats().drop_notices_suppressed, 50);
+    outputs(&mut relay);
+
+    // The source: its own message to 9 went out through 2 and died there.
+    let mut src = Network::builder(ME, router(&[(9, 2), (2, 2)]))
+        .seed(2)
+        .behavior(Echo::default())
+        .build()
+        .unwrap();
+    let to2 = src.handle_incoming(t(0), NodeId(2), None).unwrap();
+    outputs(&mut src);
+    let payload = postcard::to_allocvec(&EchoMsg::Ping(1)).unwrap();
+    let mut buf = vec![0u8; HEADER_LEN];
+    buf.extend_from_slice(&payload);
+    src.send_frame(
+        t(1),
+        ECHO,
+        RouteRule::Node(NodeId(9)),
+        buf,
+        SendOptions::default(),
+    )
+    .unwrap();
+    let sent = outputs(&mut src)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .unwrap();
+    let notice_header = Header {
+        service: crate::DROP_NOTICE,
+        rule: RouteRule::Node(ME),
+        ttl: 8,
+        source: NodeId(2),
+        unreliable: false,
+    };
+    let mut notice = notice_header.to_bytes(1 + HEADER_LEN as u32).to_vec();
+    notice.push(2);
+    notice.extend_from_slice(&sent[..HEADER_LEN]);
+    src.handle_frame(t(2), to2, &notice);
+    let out = outputs(&mut src);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Dropped(DropReport {
+                source: ME,
+                service: ECHO,
+                rule: RouteRule::Node(NodeId(9)),
+                reason: DropReason::Remote {
+                    at: NodeId(2),
+                    why: crate::RemoteDrop::NoRoute
+                },
+            })
+        )),
+        "{out:?}"
+    );
+    assert_eq!(src.stats().drop_notices_received, 1);
+    assert_eq!(src.stats().dropped, 0, "not a local drop");
+
+    // A notice about someone else's message, or malformed, is ignored.
+    notice[HEADER_LEN + 1 + 13..HEADER_LEN + 1 + 21].copy_from_slice(&5u64.to_be_bytes());
+    src.handle_frame(t(3), to2, &notice);
+    let short = &notice[..notice.len() - 1];
+    let mut short = short.to_vec();
+    short[21..25].copy_from_slice(&(HEADER_LEN as u32).to_be_bytes());
+    src.handle_frame(t(3), to2, &short);
+    assert_eq!(src.stats().drop_notices_received, 1);
+    assert!(!outputs(&mut src)
+        .iter()
+        .any(|o| matches!(o, Output::Dropped(_))));
+}
+
+#[test]
+fn no_behaviour_may_claim_the_drop_notice_service() {
+    struct Squatter;
+    impl NetworkBehavior for Squatter {
+        type Msg = ();
+        type Handler = NoHandler<()>;
+        type Event = ();
+        type Rpc = ();
+        fn service_id(&self) -> ServiceId {
+            crate::DROP_NOTICE
+        }
+    }
+    let err = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Squatter)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::BuildError::ReservedService(_)),
+        "{err:?}"
+    );
 }

@@ -22,6 +22,11 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
     /// Time `NodeHandle::rpc` waits for an answer. Default 30 s.
     pub rpc_timeout: Duration,
+    /// Longest a data frame waits at this node for its next hop's
+    /// flow-control window; past it, it is dropped and reported
+    /// (`DropReason::QueueFull`), so frames caught in a cycle of waiting
+    /// relays end with an explicit error rather than a hang. Default 10 s.
+    pub flow_stall_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -35,6 +40,7 @@ impl Default for RuntimeConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
             rpc_timeout: Duration::from_secs(30),
+            flow_stall_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -16,7 +16,14 @@
 //! bottleneck's pace and nothing is dropped for want of room. Waiting
 //! frames are served round-robin by the connection they arrived on (the
 //! application counting as one), so one heavy flow through a relay cannot
-//! starve another. Memory per connection is bounded by the windows.
+//! starve another. Memory per connection is bounded by the windows (and,
+//! for forwarded frames whose previous hop did not flow-control them, by
+//! [`RuntimeConfig::send_queue`] per origin). A frame that waits longer
+//! than [`RuntimeConfig::flow_stall_timeout`] (a cycle of relays each
+//! waiting on the next can do that) is dropped and reported, its credit
+//! returned: delivered or an explicit error, never a hang. An application
+//! that stops reading its events stops the senders feeding it (that is the
+//! point), including frames that share those connections to pass through.
 //!
 //! Frames behaviours send for themselves travel on the connection's
 //! *control* lane, which the writer serves first, so routing sync and pings
@@ -74,6 +81,7 @@ struct Waiting {
     bytes: Vec<u8>,
     credit: Option<Credit>,
     charge: Option<Charge>,
+    since: Instant,
 }
 
 /// Where waiting data frames came from: the connection they arrived on,
@@ -128,6 +136,22 @@ impl Flow {
     fn is_waiting(&self) -> bool {
         !self.turns.is_empty()
     }
+
+    fn waiting_from(&self, origin: Origin) -> usize {
+        self.waiting.get(&origin).map_or(0, VecDeque::len)
+    }
+
+    /// Takes out the frames that have waited since before `cutoff`.
+    fn expire(&mut self, cutoff: Instant, out: &mut Vec<Waiting>) {
+        self.waiting.retain(|_, q| {
+            while q.front().is_some_and(|w| w.since < cutoff) {
+                out.extend(q.pop_front());
+            }
+            !q.is_empty()
+        });
+        let waiting = &self.waiting;
+        self.turns.retain(|o| waiting.contains_key(o));
+    }
 }
 
 /// An event for the application, with the credit it holds if it carries a
@@ -156,6 +180,10 @@ pub(crate) struct Driver {
     charge: Option<Charge>,
     /// Credit returned while handling, granted back after.
     returns: Vec<Charge>,
+    /// The connection whose frame is being handled.
+    handling: Option<ConnId>,
+    /// When to look for data frames stalled waiting for credit.
+    stall_check: Option<Instant>,
     state: Arc<NodeState>,
 }
 
@@ -184,6 +212,8 @@ impl Driver {
             listen_addrs,
             charge: None,
             returns: Vec::new(),
+            handling: None,
+            stall_check: None,
             state,
         }
     }
@@ -218,6 +248,13 @@ impl Driver {
             let room = async move {
                 match app_tx {
                     Some(tx) => tx.reserve_owned().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let stall = self.stall_check.map(|t| self.deadline(t));
+            let stall = async move {
+                match stall {
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -264,6 +301,9 @@ impl Driver {
                     let now = self.now();
                     self.net.handle_timeout(now);
                     self.drain();
+                }
+                () = stall => {
+                    self.expire_stalled();
                 }
             }
         };
@@ -329,8 +369,10 @@ impl Driver {
                         break;
                     }
                     let now = self.now();
+                    self.handling = Some(conn);
                     self.net.handle_frame(now, conn, f);
                     self.drain();
+                    self.handling = None;
                     // Handled and gone (consumed by a behaviour, delivered
                     // at once, dropped): its credit goes back.
                     self.returns.extend(self.charge.take());
@@ -672,10 +714,17 @@ impl Driver {
             return;
         }
         let charge = if transit { self.charge.take() } else { None };
-        let origin = if transit {
-            charge.map(|c| c.conn)
-        } else {
-            None
+        let origin = if transit { self.handling } else { None };
+        // A forwarded frame that holds no credit (its previous hop did not
+        // flow-control it) is bounded like a behaviour's frame.
+        if transit && charge.is_none() && io.flow.waiting_from(origin) >= send_queue {
+            let now = self.now();
+            self.net.handle_send_failed(now, conn, &bytes);
+            return;
+        }
+        let since = self.now();
+        let Some(io) = self.conns.get_mut(&conn) else {
+            return;
         };
         io.flow.push(
             origin,
@@ -683,9 +732,15 @@ impl Driver {
                 bytes,
                 credit,
                 charge,
+                since,
             },
         );
         self.flush(conn);
+        if self.conns.get(&conn).is_some_and(|io| io.flow.is_waiting())
+            && self.stall_check.is_none()
+        {
+            self.stall_check = Some(since + self.config.flow_stall_timeout);
+        }
     }
 
     /// Writes waiting data frames of `conn` while its window is open.
@@ -706,6 +761,42 @@ impl Driver {
             });
             self.returns.extend(w.charge);
         }
+    }
+
+    /// Drops the data frames that waited for credit longer than
+    /// [`RuntimeConfig::flow_stall_timeout`], reported as a full queue,
+    /// returning their credit: a cycle of relays each waiting on the next
+    /// (a routing loop, or saturated flows in a ring) cannot hold its
+    /// frames for ever.
+    fn expire_stalled(&mut self) {
+        let now = self.now();
+        let timeout = self.config.flow_stall_timeout;
+        let cutoff =
+            Instant::from_micros(now.as_micros().saturating_sub(timeout.as_micros() as u64));
+        let mut expired = Vec::new();
+        let mut any = false;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            let Some(io) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            io.flow.expire(cutoff, &mut expired);
+            any |= io.flow.is_waiting();
+            if !expired.is_empty() {
+                log::warn!(
+                    "node {}: {} frame(s) waited over {timeout:?} for {conn}'s flow-control window; dropped",
+                    self.net.local_node(),
+                    expired.len()
+                );
+                for w in expired.drain(..) {
+                    self.net.handle_send_failed(now, conn, &w.bytes);
+                    self.returns.extend(w.charge);
+                }
+            }
+        }
+        self.drain();
+        // Look again after another period while anything waits.
+        self.stall_check = any.then(|| now + timeout);
     }
 
     /// Counts a credited frame of `len` bytes against `conn`'s window;
@@ -798,7 +889,8 @@ impl Driver {
                 self.net.handle_send_aborted(now, conn, &w.bytes);
                 self.returns.extend(w.charge);
             }
-            self.drain();
+            // The drop reports wait in the core's outputs for the caller's
+            // drain (a nested one here would lose what the outer knows).
             self.grant_returns();
         }
         Some(io)
