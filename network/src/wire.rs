@@ -495,6 +495,7 @@ mod tests {
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128), max in 0usize..256) {
             let _ = Frame::decode(&bytes, max);
             let _ = Header::decode(&bytes, max);
+            let _ = LinkFrame::decode(&bytes);
         }
 
         #[test]

@@ -722,6 +722,18 @@ impl Driver {
             self.net.handle_send_failed(now, conn, &bytes);
             return;
         }
+        // The common case: nothing waits and the window is open.
+        if !io.flow.is_waiting() && io.flow.credit > 0 {
+            io.flow.credit -= bytes.len() as i64;
+            wire::set_credited(&mut bytes, true);
+            io.lanes.data(Outbound::Frame {
+                bytes,
+                unreliable: false,
+                credit,
+            });
+            self.returns.extend(charge);
+            return;
+        }
         let since = self.now();
         let Some(io) = self.conns.get_mut(&conn) else {
             return;
