@@ -51,7 +51,7 @@ const KNOWN_FLAGS: u8 = FLAG_UNRELIABLE | FLAG_CREDITED;
 pub const LINK_VERSION: u8 = 0xC0;
 /// Bytes of credited frames each side of a connection may send before the
 /// peer grants more.
-pub const INITIAL_CREDIT: u32 = 4 << 20;
+pub const INITIAL_CREDIT: u32 = 16 << 20;
 const LINK_CREDIT: u8 = 1;
 
 /// Whether `frame` is marked credited (see [link frames](self#link-frames)).

@@ -712,9 +712,13 @@ async fn a_slow_application_loses_nothing(kind: Kind) {
         }
     }
     sender.await.unwrap();
-    let st = b.handle.status().await.unwrap();
-    assert_eq!(st.app_events_dropped, 0);
-    assert_eq!(st.stats.dropped, 0);
+    // Every message arrived (checked above, in order) and none was dropped
+    // anywhere. Events that carry no message (ping's RTTs every 200 ms)
+    // may overflow the 8-event queue while 2,000 messages wait: they are
+    // counted in `app_events_dropped`, by design.
+    for n in [&a, &b] {
+        assert_eq!(n.handle.status().await.unwrap().stats.dropped, 0);
+    }
     shutdown_all([&a, &b]).await;
 }
 

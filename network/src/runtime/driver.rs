@@ -120,17 +120,24 @@ impl Flow {
         q.push_back(w);
     }
 
-    /// The next waiting frame, round-robin over origins.
+    /// The next waiting frame, round-robin over origins. An origin's
+    /// queue stays (empty) for its next frame, so a window that keeps
+    /// closing and opening does not allocate per frame.
     fn pop(&mut self) -> Option<Waiting> {
         let origin = self.turns.pop_front()?;
         let q = self.waiting.get_mut(&origin)?;
         let w = q.pop_front();
-        if q.is_empty() {
-            self.waiting.remove(&origin);
-        } else {
+        if !q.is_empty() {
             self.turns.push_back(origin);
         }
         w
+    }
+
+    /// Forgets `origin`'s queue if nothing of it waits.
+    fn forget(&mut self, origin: Origin) {
+        if self.waiting.get(&origin).is_some_and(VecDeque::is_empty) {
+            self.waiting.remove(&origin);
+        }
     }
 
     fn is_waiting(&self) -> bool {
@@ -868,7 +875,12 @@ impl Driver {
     /// Gives back the credit of frames that left this node: a grant to
     /// each previous hop once a quarter of the window has come back.
     fn grant_returns(&mut self) {
-        for c in std::mem::take(&mut self.returns) {
+        if self.returns.is_empty() {
+            return;
+        }
+        // Keeps the vector's capacity: this runs once per input.
+        let mut returns = std::mem::take(&mut self.returns);
+        for c in returns.drain(..) {
             let Some(io) = self.conns.get_mut(&c.conn) else {
                 continue;
             };
@@ -889,12 +901,16 @@ impl Driver {
                 });
             }
         }
+        self.returns = returns;
     }
 
     /// Forgets `conn`: its waiting data frames are reported dropped
     /// (connection closed) and their credit goes back upstream.
     fn remove_conn(&mut self, conn: ConnId) -> Option<ConnIo> {
         let mut io = self.conns.remove(&conn)?;
+        for other in self.conns.values_mut() {
+            other.flow.forget(Some(conn));
+        }
         if io.flow.is_waiting() {
             let now = self.now();
             while let Some(w) = io.flow.pop() {
