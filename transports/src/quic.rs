@@ -102,11 +102,15 @@ impl QuicTransport {
         let mut client = quinn::ClientConfig::new(Arc::new(client));
         client.transport_config(transport);
 
-        let mut endpoint = if listening {
-            quinn::Endpoint::server(server, addr)?
-        } else {
-            quinn::Endpoint::client(addr)?
-        };
+        let socket = udp_socket(addr)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| io::Error::other("QUIC needs a tokio runtime"))?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            listening.then_some(server),
+            socket,
+            runtime,
+        )?;
         endpoint.set_default_client_config(client);
         let local = endpoint.local_addr()?;
         Ok(QuicTransport {
@@ -122,6 +126,27 @@ impl QuicTransport {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+}
+
+/// Receive buffer asked for the UDP socket: a burst of a thousand
+/// Initials (1.2 MB) fits, so a flood's burst does not push an honest
+/// peer's Initial out of a default-sized buffer (it would then wait for
+/// its retransmission, a second later). The kernel may grant less
+/// (`net.core.rmem_max`).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack where the system allows it (the client endpoint).
+        let _ = socket.set_only_v6(false);
+    }
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        log::debug!("quic {addr}: cannot raise the UDP receive buffer: {e}");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Close codes.
