@@ -327,30 +327,21 @@ impl Driver {
     /// The application's queue has room: the waiting events go on, in
     /// order, as far as it takes them.
     fn app_room(&mut self, permit: Option<mpsc::OwnedPermit<NodeEvent>>) {
-        self.app_room_inner(permit);
-        self.app_waiting_free = self
-            .app_waiting
-            .iter()
-            .filter(|e| e.charge.is_none())
-            .count();
-    }
-
-    fn app_room_inner(&mut self, permit: Option<mpsc::OwnedPermit<NodeEvent>>) {
         let Some(permit) = permit else {
             // The application dropped its events: nothing will take them.
-            for e in std::mem::take(&mut self.app_waiting) {
-                self.returns.extend(e.charge);
+            while let Some(e) = self.app_waiting.pop_front() {
+                self.app_left(e.charge);
             }
             self.grant_returns();
             return;
         };
         if let Some(e) = self.app_waiting.pop_front() {
             permit.send(e.ev);
-            self.returns.extend(e.charge);
+            self.app_left(e.charge);
         }
         while let Some(e) = self.app_waiting.pop_front() {
             match self.app_tx.try_send(e.ev) {
-                Ok(()) => self.returns.extend(e.charge),
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => self.app_left(e.charge),
                 Err(mpsc::error::TrySendError::Full(ev)) => {
                     self.app_waiting.push_front(AppEvent {
                         ev,
@@ -358,10 +349,18 @@ impl Driver {
                     });
                     break;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => self.returns.extend(e.charge),
             }
         }
         self.grant_returns();
+    }
+
+    /// An event left the waiting queue: its credit goes back, or it no
+    /// longer counts against the cap on events without credit.
+    fn app_left(&mut self, charge: Option<Charge>) {
+        match charge {
+            Some(c) => self.returns.push(c),
+            None => self.app_waiting_free -= 1,
+        }
     }
 
     fn on_event(&mut self, ev: ConnEvent) {
