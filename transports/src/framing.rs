@@ -5,7 +5,7 @@
 //! reader fails with `InvalidData` before allocating anything, and the
 //! runtime closes that one connection with the reason logged.
 
-use plexus_network::runtime::{FrameSink, Outbound, OutboundQueue};
+use plexus_network::runtime::{FrameSink, Lane, Outbound, OutboundQueue};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -77,13 +77,40 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Where a writer takes its frames: a connection's whole queue, or one
+/// lane of it.
+pub(crate) trait Source {
+    /// Waits for the next item and takes the queued ones after it.
+    async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()>;
+    /// Takes what is queued now.
+    fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize;
+}
+
+impl Source for OutboundQueue {
+    async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()> {
+        OutboundQueue::next_batch(self, out, max).await
+    }
+    fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
+        OutboundQueue::take_ready(self, out, max)
+    }
+}
+
+impl Source for Lane {
+    async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()> {
+        Lane::next_batch(self, out, max).await
+    }
+    fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
+        Lane::take_ready(self, out, max)
+    }
+}
+
 /// Writes frames from `queue` to `w`, flushing after each batch, until the
 /// runtime drops the queue (`None`) or asks to close (`Some(reason)`).
 /// Frames over `max` are a local bug: dropped with a warning, never sent.
 /// Unreliable frames go to `datagram` when it takes them.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     w: &mut W,
-    queue: &mut OutboundQueue,
+    queue: &mut impl Source,
     max: usize,
     mut datagram: impl FnMut(&[u8]) -> bool,
 ) -> io::Result<Option<String>> {

@@ -1,8 +1,14 @@
 //! QUIC on quinn.
 //!
 //! One QUIC connection per neighbour. The dialler opens one bidirectional
-//! stream that carries every reliable frame, length-delimited (a `u32` length, then the frame), in order
-//! (one long-lived stream: no per-message stream setup). Frames a behaviour
+//! stream that carries every reliable data frame (the application's and
+//! forwarded ones), length-delimited (a `u32` length, then the frame), in
+//! order (one long-lived stream: no per-message stream setup). Control
+//! frames (behaviours' own, such as pings and routing sync, and credit
+//! grants) go on a unidirectional stream each side opens when it first
+//! has one, at a higher priority: a ping never waits behind data QUIC has
+//! already taken, so a slow or lossy link under load does not look dead.
+//! A peer may open one stream of each kind. Frames a behaviour
 //! marks unreliable travel as QUIC datagrams when they fit the path's
 //! datagram size, else on the stream. Keep-alive and idle timeout come from
 //! [`TransportConfig`]. Authentication is mutual TLS 1.3 by node key plus
@@ -25,7 +31,8 @@ use crate::{Identity, TransportConfig};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use plexus_network::runtime::{
-    BoxFuture, Connection, DialError, FrameReader, FrameSink, FrameWriter, OutboundQueue, Transport,
+    BoxFuture, Connection, DialError, FrameReader, FrameSink, FrameWriter, Lane, Outbound,
+    OutboundQueue, Transport,
 };
 use plexus_network::{Address, NodeId};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -91,6 +98,9 @@ impl QuicTransport {
         transport.max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(config.idle_timeout).map_err(other)?,
         ));
+        // The data stream and one control stream per side: nothing else.
+        transport.max_concurrent_bidi_streams(1u32.into());
+        transport.max_concurrent_uni_streams(1u32.into());
         let transport = Arc::new(transport);
 
         let server = QuicServerConfig::try_from(tls::server_config(identity).map_err(other)?)
@@ -224,6 +234,22 @@ struct Reader {
     max: usize,
 }
 
+/// Reads the peer's control stream: the first unidirectional stream it
+/// opens, when it has a control frame to send. Never returns before the
+/// stream ends or fails; pends forever if none is opened.
+async fn control_stream(conn: quinn::Connection, max: usize, sink: FrameSink) -> io::Result<()> {
+    let recv = match conn.accept_uni().await {
+        Ok(r) => r,
+        // The connection is closing: the data stream's reader says why.
+        Err(_) => return std::future::pending().await,
+    };
+    let mut recv = BufReader::with_capacity(16 * 1024, recv);
+    read_loop(&mut recv, max, &sink).await?;
+    // The peer finished its control stream (closing): the data stream
+    // ends the connection.
+    std::future::pending().await
+}
+
 impl FrameReader for Reader {
     fn run(mut self: Box<Self>, sink: FrameSink) -> BoxFuture<'static, io::Result<()>> {
         Box::pin(async move {
@@ -243,8 +269,10 @@ impl FrameReader for Reader {
                     }
                 }
             };
+            let control = control_stream(self.conn.clone(), max, sink.clone());
             tokio::select! {
                 r = read_loop(&mut self.recv, max, &sink) => r,
+                r = control => r,
                 () = datagrams => Ok(()),
             }
         })
@@ -259,15 +287,36 @@ struct Writer {
 }
 
 impl FrameWriter for Writer {
-    fn run(mut self: Box<Self>, mut queue: OutboundQueue) -> BoxFuture<'static, io::Result<()>> {
+    fn run(mut self: Box<Self>, queue: OutboundQueue) -> BoxFuture<'static, io::Result<()>> {
         Box::pin(async move {
             let conn = self.conn.clone();
             let datagram = |bytes: &[u8]| {
                 conn.max_datagram_size().is_some_and(|m| bytes.len() <= m)
                     && conn.send_datagram(Bytes::copy_from_slice(bytes)).is_ok()
             };
-            let end = write_loop(&mut self.send, &mut queue, self.max, datagram).await;
-            let _ = self.send.flush().await;
+            let (control, mut data) = queue.split();
+            let max = self.max;
+            let mut control = Box::pin(control_writer(conn.clone(), control, max));
+            let close_timeout = self.close_timeout;
+            let end = {
+                let mut written = Box::pin(async {
+                    let end = write_loop(&mut self.send, &mut data, max, datagram).await;
+                    let _ = self.send.flush().await;
+                    end
+                });
+                // The data lane carries the close, after its data: when it
+                // ends, the control stream gets a moment to finish too.
+                tokio::select! {
+                    end = &mut written => {
+                        let _ = tokio::time::timeout(close_timeout, &mut control).await;
+                        end
+                    }
+                    r = &mut control => match r {
+                        Err(e) => Err(e),
+                        Ok(()) => written.await,
+                    },
+                }
+            };
             let stream = self.send.get_mut();
             let _ = stream.finish();
             let _ = tokio::time::timeout(self.close_timeout, stream.stopped()).await;
@@ -278,6 +327,51 @@ impl FrameWriter for Writer {
             self.conn.close(0u32.into(), reason.as_bytes());
             end.map(|_| ())
         })
+    }
+}
+
+/// Writes the control lane on a unidirectional stream of its own, opened
+/// at the first control frame, at a higher priority than the data stream:
+/// quinn sends its bytes first, so a neighbour's pings and routes never
+/// wait behind data already handed to QUIC. Ends `Ok` when the lane ends.
+async fn control_writer(conn: quinn::Connection, mut lane: Lane, max: usize) -> io::Result<()> {
+    let mut first = Vec::new();
+    if lane.next_batch(&mut first, 1).await.is_none() {
+        return Ok(());
+    }
+    let stream = conn.open_uni().await.map_err(other)?;
+    let _ = stream.set_priority(1);
+    let mut w = BufWriter::with_capacity(16 * 1024, stream);
+    let datagram = |bytes: &[u8]| {
+        conn.max_datagram_size().is_some_and(|m| bytes.len() <= m)
+            && conn.send_datagram(Bytes::copy_from_slice(bytes)).is_ok()
+    };
+    let mut lane = Prefixed { first, lane };
+    let _ = write_loop(&mut w, &mut lane, max, datagram).await?;
+    w.flush().await?;
+    let _ = w.get_mut().finish();
+    Ok(())
+}
+
+/// A lane with an item already taken from it.
+struct Prefixed {
+    first: Vec<Outbound>,
+    lane: Lane,
+}
+
+impl crate::framing::Source for Prefixed {
+    async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()> {
+        if !self.first.is_empty() {
+            out.append(&mut self.first);
+            self.lane.take_ready(out, max);
+            return Some(());
+        }
+        self.lane.next_batch(out, max).await
+    }
+    fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
+        let n = self.first.len();
+        out.append(&mut self.first);
+        n + self.lane.take_ready(out, max)
     }
 }
 

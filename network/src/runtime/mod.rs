@@ -56,7 +56,7 @@ mod transport;
 pub use config::RuntimeConfig;
 pub use handle::{ConnStatus, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus};
 pub use transport::{
-    BoxFuture, Connection, Credit, DialError, FrameReader, FrameSink, FrameWriter, Outbound,
+    BoxFuture, Connection, Credit, DialError, FrameReader, FrameSink, FrameWriter, Lane, Outbound,
     OutboundQueue, Transport,
 };
 

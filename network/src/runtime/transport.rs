@@ -93,6 +93,59 @@ pub struct OutboundQueue {
     pub(crate) depth: Arc<LaneDepth>,
 }
 
+/// One lane of an [`OutboundQueue`], for a transport that writes the two
+/// lanes on streams of their own ([`OutboundQueue::split`]).
+#[derive(Debug)]
+pub struct Lane {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    depth: Arc<LaneDepth>,
+    control: bool,
+}
+
+impl Lane {
+    /// Whether this is the control lane.
+    pub fn is_control(&self) -> bool {
+        self.control
+    }
+
+    fn taken(&self) {
+        let d = if self.control {
+            &self.depth.control
+        } else {
+            &self.depth.data
+        };
+        d.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits for the next item and takes up to `max` already queued ones
+    /// with it. `None` when the runtime has dropped the connection.
+    pub async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()> {
+        if self.take_ready(out, max) > 0 {
+            return Some(());
+        }
+        let first = self.rx.recv().await?;
+        self.taken();
+        out.push(first);
+        self.take_ready(out, max);
+        Some(())
+    }
+
+    /// Takes up to `max` items in all that are queued now, without waiting.
+    pub fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
+        let before = out.len();
+        while out.len() < max {
+            match self.rx.try_recv() {
+                Ok(o) => {
+                    self.taken();
+                    out.push(o);
+                }
+                Err(_) => break,
+            }
+        }
+        out.len() - before
+    }
+}
+
 /// Frames waiting in each lane of a connection's [`OutboundQueue`] (the
 /// lanes are unbounded channels; the runtime bounds what it puts in them).
 #[derive(Debug, Default)]
@@ -151,6 +204,25 @@ impl Lanes {
 use std::sync::atomic::Ordering::Relaxed;
 
 impl OutboundQueue {
+    /// The two lanes apart, control then data, for a transport that gives
+    /// control frames a stream of their own (QUIC): a ping then never waits
+    /// behind data the transport has already taken. `Outbound::Close`
+    /// comes on the data lane, after the data queued before it.
+    pub fn split(self) -> (Lane, Lane) {
+        (
+            Lane {
+                rx: self.control,
+                depth: self.depth.clone(),
+                control: true,
+            },
+            Lane {
+                rx: self.data,
+                depth: self.depth,
+                control: false,
+            },
+        )
+    }
+
     /// Waits for the next item and takes up to `max` already queued ones
     /// with it (control first). `None` when the runtime has dropped the
     /// connection (close).
