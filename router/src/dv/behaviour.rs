@@ -175,7 +175,10 @@ impl Behaviour {
         let Some(nb) = self.neighbours.get_mut(&to) else {
             return;
         };
-        let Some(&conn) = nb.conns.first() else {
+        // The newest connection: an older one may be a dead link not yet
+        // noticed (a neighbour that restarted), and the core forwards on
+        // the newest too.
+        let Some(&conn) = nb.conns.last() else {
             return;
         };
         let (echo_ts_us, echo_held_us) = match nb.echo {
@@ -339,6 +342,9 @@ impl Behaviour {
         let gone = match self.neighbours.get_mut(&info.node) {
             Some(nb) => {
                 nb.conns.retain(|c| *c != info.conn);
+                // What went on the closed connection may be lost: the next
+                // sync on the one left is the whole table.
+                nb.next_refresh = agent.now();
                 nb.conns.is_empty()
             }
             None => false,
