@@ -27,8 +27,12 @@ pub struct NetworkConfig {
     /// next hop's connection closed or queue full; or here: no behaviour
     /// for it, a payload that does not decode, …) is reported to its source
     /// by a notice routed back (service [`DROP_NOTICE`](crate::DROP_NOTICE)),
-    /// which the source hears as `DropReason::Remote`; past this rate they
-    /// are counted, not sent. Default 100.
+    /// which the source hears as `DropReason::Remote`. Messages with the
+    /// same source, service, rule and reason share one notice with their
+    /// count ([`DropReport::count`](crate::DropReport::count)); past this
+    /// rate, notices wait for the next second, still counting, so the
+    /// limit bounds the notices, not what they report (up to 256 distinct
+    /// notices waiting; past that they are counted, not sent). Default 100.
     pub drop_notices_per_sec: u32,
 }
 

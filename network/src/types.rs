@@ -258,6 +258,10 @@ pub struct DropReport {
     pub rule: RouteRule,
     /// Why it died.
     pub reason: DropReason,
+    /// How many messages this report stands for: 1, or more for a drop
+    /// notice about several messages with this header that died together
+    /// (a connection that closed with them).
+    pub count: u32,
 }
 
 /// A behaviour whose callback panicked: the core caught the panic at the
@@ -381,8 +385,8 @@ pub struct NetworkStats {
     /// Drop notices sent to the sources of reliable messages that died
     /// here while passing through.
     pub drop_notices_sent: u64,
-    /// Drop notices not sent because of the rate limit
-    /// (`NetworkConfig::drop_notices_per_sec`).
+    /// Drop notices not sent: more distinct ones waited for the rate
+    /// limit (`NetworkConfig::drop_notices_per_sec`) than it holds.
     pub drop_notices_suppressed: u64,
     /// Drop notices received about this node's own messages.
     pub drop_notices_received: u64,

@@ -197,12 +197,7 @@ async fn spawn_with(
     mem_addr: u64,
 ) -> TestNode {
     let id = Identity::generate().unwrap();
-    let local = "127.0.0.1:0".parse().unwrap();
-    let transport: Arc<dyn Transport> = match kind {
-        Kind::Quic => Arc::new(QuicTransport::bind(local, &id, cfg).unwrap()),
-        Kind::Tcp => Arc::new(TcpTransport::bind(local, &id, cfg).await.unwrap()),
-        Kind::Mem => Arc::new(MemoryTransport::new(hub, mem_addr, id.node_id(), cfg)),
-    };
+    let transport = transport(kind, &id, cfg, hub, mem_addr).await;
     let addr = transport.listen_addrs()[0];
     let router = Arc::new(StaticRouter::new(id.node_id()));
     let net = Network::builder(id.node_id(), router.clone())
@@ -221,6 +216,22 @@ async fn spawn_with(
         events,
         router,
         addr,
+    }
+}
+
+/// A listening transport of `kind` on 127.0.0.1 (or `mem://mem_addr`).
+async fn transport(
+    kind: Kind,
+    id: &Identity,
+    cfg: TransportConfig,
+    hub: &MemoryHub,
+    mem_addr: u64,
+) -> Arc<dyn Transport> {
+    let local = "127.0.0.1:0".parse().unwrap();
+    match kind {
+        Kind::Quic => Arc::new(QuicTransport::bind(local, id, cfg).unwrap()),
+        Kind::Tcp => Arc::new(TcpTransport::bind(local, id, cfg).await.unwrap()),
+        Kind::Mem => Arc::new(MemoryTransport::new(hub, mem_addr, id.node_id(), cfg)),
     }
 }
 
@@ -662,6 +673,143 @@ async fn a_relay_slows_the_sender_instead_of_dropping(kind: Kind) {
     shutdown_all([&a, &b, &c]).await;
 }
 
+/// Records the tags it receives; at the `kill_at`-th, fires `kill`.
+struct Tally {
+    tags: Arc<std::sync::Mutex<Vec<u64>>>,
+    kill_at: usize,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl NetworkBehavior for Tally {
+    type Msg = Tagged;
+    type Handler = NoHandler<Tagged>;
+    type Event = ();
+    type Rpc = ();
+    fn service_id(&self) -> ServiceId {
+        PROBE
+    }
+    fn on_message(&mut self, _: &mut BehaviorAgent<'_, Self>, msg: Incoming<Tagged>) {
+        let mut tags = self.tags.lock().unwrap();
+        tags.push(msg.msg.tag);
+        if tags.len() == self.kill_at {
+            if let Some(k) = self.kill.take() {
+                let _ = k.send(());
+            }
+        }
+    }
+}
+
+/// A → B → C, and C dies abruptly (its runtime dropped: no close, no
+/// goodbye) while A sends flat out: every message reaches C once, in
+/// order, or A hears that it was dropped — also the frames B had written
+/// to C that C never confirmed.
+async fn a_next_hop_that_dies_loses_nothing_silently(kind: Kind) {
+    const N: u64 = 3_000;
+    let hub = MemoryHub::new();
+    // B gives up on a silent QUIC peer after 2 s (TCP and memory see the
+    // socket or channel close at once).
+    let quick = TransportConfig {
+        idle_timeout: Duration::from_secs(2),
+        keep_alive: Duration::from_millis(500),
+        ..TransportConfig::default()
+    };
+    let mut a = spawn(kind, TransportConfig::default(), &hub, 1).await;
+    let mut b = spawn(kind, quick, &hub, 2).await;
+    link(&mut a, &mut b).await;
+    let tags = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+    let c_thread = std::thread::spawn({
+        let (hub, tags) = (hub.clone(), tags.clone());
+        move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let id = Identity::generate().unwrap();
+                let t = transport(kind, &id, TransportConfig::default(), &hub, 3).await;
+                let addr = t.listen_addrs()[0];
+                let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+                let net = Network::builder(id.node_id(), Arc::new(StaticRouter::new(id.node_id())))
+                    .seed(3)
+                    .behavior(Tally {
+                        tags,
+                        kill_at: 300,
+                        kill: Some(kill_tx),
+                    })
+                    .build()
+                    .unwrap();
+                let (handle, mut events) = Node::spawn(net, vec![t], RuntimeConfig::default());
+                up_tx.send((handle.node_id(), addr)).unwrap();
+                tokio::select! {
+                    _ = kill_rx => {}
+                    () = async { while events.next().await.is_some() {} } => {}
+                }
+            });
+            // Every task of C dies here, mid-flight, and nothing waits
+            // for them.
+            rt.shutdown_background();
+        }
+    });
+    let (cid, caddr) = tokio::time::timeout(WAIT, up_rx).await.unwrap().unwrap();
+    b.handle.connect(cid, caddr).await.unwrap();
+    b.wait_for(|ev| matches!(ev, NodeEvent::Connected { node, .. } if *node == cid).then_some(()))
+        .await;
+    a.router.set_route(cid, b.id(), 2);
+    b.router.set_route(cid, cid, 1);
+    // B's drop notices go back to A.
+    b.router.set_route(a.id(), a.id(), 1);
+    let sender = {
+        let h = a.handle.clone();
+        tokio::spawn(async move {
+            for tag in 0..N {
+                let msg = Tagged {
+                    tag,
+                    body: vec![7; 1024],
+                };
+                h.send(PROBE, RouteRule::Node(cid), &msg).await.unwrap();
+            }
+        })
+    };
+    tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || c_thread.join()))
+        .await
+        .expect("C is killed")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, sender)
+        .await
+        .expect("A's sends finish")
+        .unwrap();
+    let received = tags.lock().unwrap().clone();
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "C received each message once, in order"
+    );
+    let mut reported = 0u64;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while (received.len() as u64) + reported < N {
+        match tokio::time::timeout_at(deadline, a.events.next()).await {
+            Ok(Some(NodeEvent::Dropped(d))) if d.rule == RouteRule::Node(cid) => {
+                reported += u64::from(d.count);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!(
+                "{N} sent, C received {}, A heard of {reported} dropped: {} unaccounted",
+                received.len(),
+                N - received.len() as u64 - reported
+            ),
+        }
+    }
+    eprintln!(
+        "{kind:?}: C received {}, A heard {reported} dropped, of {N}",
+        received.len()
+    );
+    assert!(reported > 0, "C died before the end");
+    assert!(received.len() >= 300, "C received until it died");
+    shutdown_all([&a, &b]).await;
+}
+
 /// An application that reads one event per millisecond, behind a queue of
 /// eight: the sender slows down, and every message reaches it in order.
 async fn a_slow_application_loses_nothing(kind: Kind) {
@@ -872,4 +1020,5 @@ over! {
     unreliable_messages_arrive: Quic, Tcp, Mem;
     a_relay_slows_the_sender_instead_of_dropping: Quic, Tcp, Mem;
     a_slow_application_loses_nothing: Quic, Tcp, Mem;
+    a_next_hop_that_dies_loses_nothing_silently: Quic, Tcp, Mem;
 }

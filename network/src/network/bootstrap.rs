@@ -12,6 +12,12 @@
 //! (rate-limited: the first, any change of reason, then every
 //! power-of-two attempt), reported to behaviours like any failed dial, and
 //! kept for [`Network::bootstrap_peers`](crate::Network::bootstrap_peers).
+//!
+//! A persistent peer ([`NetworkBuilder::persistent_peer`](crate::NetworkBuilder::persistent_peer))
+//! is a link to keep: dialled whenever no connection to it is up, whatever
+//! other connections the node has, with the same backoff capped at
+//! [`PERSISTENT_MAX_BACKOFF`] — after a partition heals, the link comes
+//! back within that, not within a minute.
 
 use crate::error::OutgoingConnectionError;
 use crate::{Address, ConnId, Instant, NodeId};
@@ -21,6 +27,10 @@ use std::time::Duration;
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest retry delay of a persistent peer: a link to keep is worth a
+/// dial every few seconds (each a handful of packets), and after a
+/// partition heals it comes back within about this plus one handshake.
+pub(crate) const PERSISTENT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A connection that lasts this long resets the backoff.
 pub(crate) const STABLE: Duration = Duration::from_secs(30);
 
@@ -37,6 +47,8 @@ pub struct BootstrapStatus {
     pub failures: u32,
     /// Why the last dial failed, if it did and no connection came up since.
     pub last_error: Option<OutgoingConnectionError>,
+    /// A persistent peer: redialled whenever no connection to it is up.
+    pub persistent: bool,
 }
 
 #[derive(Debug)]
@@ -52,10 +64,12 @@ pub(crate) struct Peer {
     pub(crate) failures: u32,
     pub(crate) last_error: Option<OutgoingConnectionError>,
     pub(crate) backoff: Duration,
+    /// A persistent peer (a link to keep, not only a way in).
+    pub(crate) keep: bool,
 }
 
 impl Peer {
-    pub(crate) fn new(node: NodeId, addr: Address) -> Self {
+    pub(crate) fn new(node: NodeId, addr: Address, keep: bool) -> Self {
         Peer {
             node,
             addr,
@@ -65,6 +79,7 @@ impl Peer {
             failures: 0,
             last_error: None,
             backoff: FIRST_BACKOFF,
+            keep,
         }
     }
 
@@ -72,7 +87,12 @@ impl Peer {
     /// doubles.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let max = if self.keep {
+            PERSISTENT_MAX_BACKOFF
+        } else {
+            MAX_BACKOFF
+        };
+        self.backoff = (self.backoff * 2).min(max);
         delay
     }
 

@@ -13,7 +13,7 @@ pub struct NetworkBuilder {
     router: Arc<dyn RouterTable>,
     config: NetworkConfig,
     behaviors: Vec<Box<dyn ErasedBehavior>>,
-    bootstrap: Vec<(NodeId, Address)>,
+    bootstrap: Vec<(NodeId, Address, bool)>,
 }
 
 impl std::fmt::Debug for NetworkBuilder {
@@ -68,7 +68,17 @@ impl NetworkBuilder {
     /// [`BootstrapStatus`](super::BootstrapStatus) for when it is dialled
     /// again).
     pub fn bootstrap(mut self, node: NodeId, addr: Address) -> Self {
-        self.bootstrap.push((node, addr));
+        self.bootstrap.push((node, addr, false));
+        self
+    }
+    /// Adds a persistent peer: a link to keep. Dialled as soon as the node
+    /// runs and again whenever no connection to it is up — also while the
+    /// node has other connections, which a bootstrap peer is not — after a
+    /// backoff of 1 s, then 2 s (±20% jitter), reset once a
+    /// connection has lasted 30 s. For configured topologies: the links of
+    /// a ring, a datacenter's neighbours, the links a partition cut.
+    pub fn persistent_peer(mut self, node: NodeId, addr: Address) -> Self {
+        self.bootstrap.push((node, addr, true));
         self
     }
     /// Adds a behaviour.

@@ -74,6 +74,13 @@ const START: TimerKey = TimerKey {
     token: u64::MAX,
 };
 
+/// The core's timer that sends drop notices held back by the rate limit.
+const NOTICES: TimerKey = TimerKey {
+    conn: None,
+    slot: CORE,
+    token: u64::MAX - 1,
+};
+
 /// Application RPCs awaiting an answer, most: past it the oldest is
 /// answered with [`RpcError::TooManyOpen`], so a behaviour that never
 /// answers cannot grow the core.
@@ -167,7 +174,13 @@ pub struct Network {
     stats: NetworkStats,
     /// Drop notices sent in the current second: (second, count).
     notices: (u64, u32),
+    /// Drop notices to send at the end of the input: the dropped
+    /// message's header, the reason's code, how many such messages.
+    pending_notices: Vec<(Header, u8, u32)>,
 }
+
+/// Distinct drop notices one input may coalesce; past it, suppressed.
+const MAX_PENDING_NOTICES: usize = 256;
 
 impl fmt::Debug for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -192,7 +205,7 @@ impl Network {
         seed: u64,
         behaviors: Vec<Box<dyn ErasedBehavior>>,
         services: ServiceIndex,
-        bootstrap: Vec<(NodeId, Address)>,
+        bootstrap: Vec<(NodeId, Address, bool)>,
     ) -> Network {
         let n = behaviors.len();
         let mut service_list: Vec<ServiceId> = behaviors
@@ -229,11 +242,12 @@ impl Network {
             next_rpc: 0,
             stats: NetworkStats::default(),
             notices: (0, 0),
+            pending_notices: Vec::new(),
         };
         // The first input starts the behaviours: a core timer due at once.
         net.timers.set(START, Instant::ZERO);
-        for (node, addr) in bootstrap {
-            net.push_bootstrap(node, addr);
+        for (node, addr, keep) in bootstrap {
+            net.push_bootstrap(node, addr, keep);
         }
         net
     }
@@ -307,6 +321,7 @@ impl Network {
                 connected: self.neighbours.contains_key(&p.node),
                 failures: p.failures,
                 last_error: p.last_error.clone(),
+                persistent: p.keep,
             })
             .collect()
     }
@@ -355,6 +370,8 @@ impl Network {
             log::trace!("node {}: timer {key:?} (due {at})", self.local);
             if key == START {
                 // `begin` has started the behaviours.
+            } else if key == NOTICES {
+                self.flush_notices();
             } else if key.slot == CORE {
                 self.bootstrap_due(key.token as usize);
             } else {
@@ -383,7 +400,16 @@ impl Network {
     /// ([`BootstrapStatus`]).
     pub fn add_bootstrap(&mut self, now: Instant, node: NodeId, addr: Address) {
         self.begin(now);
-        self.push_bootstrap(node, addr);
+        self.push_bootstrap(node, addr, false);
+        self.end();
+    }
+
+    /// Adds a persistent peer: dialled now and whenever no connection to it
+    /// is up ([`NetworkBuilder::persistent_peer`](crate::NetworkBuilder::persistent_peer)).
+    /// A bootstrap peer added again this way becomes persistent.
+    pub fn add_persistent_peer(&mut self, now: Instant, node: NodeId, addr: Address) {
+        self.begin(now);
+        self.push_bootstrap(node, addr, true);
         self.end();
     }
 
@@ -643,9 +669,23 @@ impl Network {
     /// connection closed before it could be written: reported dropped
     /// ([`DropReason::ConnectionClosed`]).
     pub fn handle_send_aborted(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        self.handle_sends_aborted(now, conn, [frame]);
+    }
+
+    /// [`handle_send_aborted`](Self::handle_send_aborted) for many frames
+    /// (or their headers) at once: the drop notices for messages with the
+    /// same source, service and rule become one notice with a count.
+    pub fn handle_sends_aborted<'a>(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) {
         self.begin(now);
-        if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
-            self.drop_msg(&h, DropReason::ConnectionClosed(conn));
+        for frame in frames {
+            if let Ok((h, _)) = Header::decode(frame, usize::MAX) {
+                self.drop_msg(&h, DropReason::ConnectionClosed(conn));
+            }
         }
         self.end();
     }
@@ -752,6 +792,10 @@ impl Network {
     /// Ends an input: applies what is queued, leaves the timers exact.
     fn end(&mut self) {
         self.run_actions();
+        if !self.pending_notices.is_empty() {
+            self.flush_notices();
+            self.run_actions();
+        }
         self.timers.purge_top();
     }
 
@@ -951,9 +995,18 @@ impl Network {
 
     fn disconnected(&mut self, info: ConnectionInfo) {
         let now = self.now;
+        let mut redialled = None;
         if !self.neighbours.contains_key(&info.node) {
-            if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == info.node) {
-                p.disconnected(now);
+            if let Some(k) = self.bootstrap.iter().position(|p| p.node == info.node) {
+                self.bootstrap[k].disconnected(now);
+                // A link to keep: redialled after its backoff, whatever
+                // other connections are up.
+                if self.bootstrap[k].keep && self.bootstrap[k].dialing.is_none() {
+                    let delay = self.bootstrap[k].next_delay();
+                    let delay = self.jitter(delay);
+                    self.schedule_bootstrap(k, delay);
+                    redialled = Some(k);
+                }
             }
         }
         for i in 0..self.behaviors.len() {
@@ -963,7 +1016,7 @@ impl Network {
             // Alone: the bootstrap peers are the way back in, each after
             // its backoff.
             for k in 0..self.bootstrap.len() {
-                if self.bootstrap[k].dialing.is_none() {
+                if self.bootstrap[k].dialing.is_none() && redialled != Some(k) {
                     let delay = self.bootstrap[k].next_delay();
                     let delay = self.jitter(delay);
                     self.schedule_bootstrap(k, delay);
@@ -1052,7 +1105,7 @@ impl Network {
         }
     }
 
-    fn push_bootstrap(&mut self, node: NodeId, addr: Address) {
+    fn push_bootstrap(&mut self, node: NodeId, addr: Address, keep: bool) {
         if node == self.local {
             log::warn!(
                 "node {}: bootstrap peer {node} is this node; ignored",
@@ -1060,11 +1113,19 @@ impl Network {
             );
             return;
         }
-        if let Some(p) = self.bootstrap.iter_mut().find(|p| p.node == node) {
+        if let Some(k) = self.bootstrap.iter().position(|p| p.node == node) {
+            let p = &mut self.bootstrap[k];
             p.addr = addr;
+            if keep && !p.keep {
+                p.keep = true;
+                p.backoff = p.backoff.min(bootstrap::PERSISTENT_MAX_BACKOFF);
+                if p.dialing.is_none() && !self.neighbours.contains_key(&node) {
+                    self.schedule_bootstrap(k, Duration::ZERO);
+                }
+            }
             return;
         }
-        self.bootstrap.push(bootstrap::Peer::new(node, addr));
+        self.bootstrap.push(bootstrap::Peer::new(node, addr, keep));
         self.schedule_bootstrap(self.bootstrap.len() - 1, Duration::ZERO);
     }
 
@@ -1084,7 +1145,10 @@ impl Network {
         };
         let (node, addr) = (p.node, p.addr);
         let alone = self.conns.is_empty();
-        if p.dialing.is_some() || self.neighbours.contains_key(&node) || (p.joined && !alone) {
+        if p.dialing.is_some()
+            || self.neighbours.contains_key(&node)
+            || (p.joined && !alone && !p.keep)
+        {
             return;
         }
         match self.dial(node, addr, Origin::Bootstrap) {
@@ -1097,7 +1161,12 @@ impl Network {
             }
             Err(e) => {
                 log::debug!("node {}: bootstrap dial to {node}: {e}", self.local);
-                self.schedule_bootstrap(k, bootstrap::MAX_BACKOFF);
+                let wait = if self.bootstrap[k].keep {
+                    bootstrap::PERSISTENT_MAX_BACKOFF
+                } else {
+                    bootstrap::MAX_BACKOFF
+                };
+                self.schedule_bootstrap(k, wait);
             }
         }
     }
@@ -1116,6 +1185,7 @@ impl Network {
             service: h.service,
             rule: h.rule,
             reason,
+            count: 1,
         };
         if h.source == self.local {
             // Its behaviour may act on it (after the current action).
@@ -1126,44 +1196,97 @@ impl Network {
         self.outputs.push_back(Output::Dropped(report));
     }
 
-    /// Routes a drop notice back to the source of a reliable message that
-    /// died here: a code for why, then the message's header (payload
-    /// length zero). Rate-limited per second; notices about notices are
-    /// never sent (no storms).
+    /// Queues a drop notice back to the source of a reliable message that
+    /// died here; sent at the end of the input, one per source, service,
+    /// rule and reason however many such messages died in it. Past the
+    /// rate limit, notices wait (counting on) for the next second's
+    /// budget: the limit bounds notices, not what they tell. Only past
+    /// [`MAX_PENDING_NOTICES`] distinct ones waiting is a notice suppressed.
     fn notify_drop(&mut self, h: &Header, reason: &DropReason) {
+        let code = crate::RemoteDrop::code_of(reason);
+        let h = Header {
+            ttl: 0,
+            unreliable: false,
+            ..*h
+        };
+        if let Some(p) = self
+            .pending_notices
+            .iter_mut()
+            .find(|(ph, pc, _)| *ph == h && *pc == code)
+        {
+            p.2 = p.2.saturating_add(1);
+        } else if self.pending_notices.len() < MAX_PENDING_NOTICES {
+            self.pending_notices.push((h, code, 1));
+        } else {
+            self.stats.drop_notices_suppressed += 1;
+        }
+    }
+
+    /// Routes the queued drop notices: each a code for why, the message's
+    /// header (payload length zero), and for more than one message their
+    /// count (`u32` BE). Rate-limited per second; notices about notices are
+    /// never sent (no storms).
+    fn flush_notices(&mut self) {
+        if self.config.drop_notices_per_sec == 0 {
+            // Notices are off.
+            self.stats.drop_notices_suppressed += self.pending_notices.len() as u64;
+            self.pending_notices.clear();
+            return;
+        }
         let second = self.now.as_micros() / 1_000_000;
         if self.notices.0 != second {
             self.notices = (second, 0);
         }
-        if self.notices.1 >= self.config.drop_notices_per_sec {
-            self.stats.drop_notices_suppressed += 1;
-            return;
+        let budget = self
+            .config
+            .drop_notices_per_sec
+            .saturating_sub(self.notices.1) as usize;
+        let n = budget.min(self.pending_notices.len());
+        let due: Vec<(Header, u8, u32)> = self.pending_notices.drain(..n).collect();
+        if !self.pending_notices.is_empty() {
+            // The rest go with the next second's budget.
+            self.timers
+                .set(NOTICES, Instant::from_micros((second + 1) * 1_000_000));
         }
-        self.notices.1 += 1;
-        self.stats.drop_notices_sent += 1;
-        let header = Header {
-            service: crate::DROP_NOTICE,
-            rule: RouteRule::Node(h.source),
-            ttl: self.config.default_ttl,
-            source: self.local,
-            unreliable: false,
-        };
-        let mut frame = Vec::with_capacity(2 * HEADER_LEN + 1);
-        header.encode_into(1 + HEADER_LEN as u32, &mut frame);
-        frame.push(crate::RemoteDrop::code_of(reason));
-        frame.extend_from_slice(&h.to_bytes(0));
-        self.actions.push_back(CoreAction::Route { header, frame });
+        for (h, code, count) in due {
+            self.notices.1 += 1;
+            self.stats.drop_notices_sent += 1;
+            let header = Header {
+                service: crate::DROP_NOTICE,
+                rule: RouteRule::Node(h.source),
+                ttl: self.config.default_ttl,
+                source: self.local,
+                unreliable: false,
+            };
+            let counted = if count > 1 { 4 } else { 0 };
+            let mut frame = Vec::with_capacity(2 * HEADER_LEN + 1 + counted);
+            header.encode_into((1 + HEADER_LEN + counted) as u32, &mut frame);
+            frame.push(code);
+            frame.extend_from_slice(&h.to_bytes(0));
+            if count > 1 {
+                frame.extend_from_slice(&count.to_be_bytes());
+            }
+            self.actions.push_back(CoreAction::Route { header, frame });
+        }
     }
 
     /// A drop notice reached this node: if it is about one of its own
     /// messages, its behaviour and the application hear of it.
     fn on_drop_notice(&mut self, h: &Header, payload: &[u8]) {
-        let about = match payload {
-            [code, rest @ ..] if rest.len() == HEADER_LEN => Header::decode(rest, usize::MAX)
-                .ok()
-                .map(|(about, _)| (crate::RemoteDrop::from_code(*code), about)),
-            _ => None,
+        let (about, count) = match payload {
+            [code, rest @ ..] if rest.len() == HEADER_LEN => (Some((*code, rest)), 1),
+            [code, rest @ ..] if rest.len() == HEADER_LEN + 4 => {
+                let (hdr, n) = rest.split_at(HEADER_LEN);
+                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]);
+                (Some((*code, hdr)), n)
+            }
+            _ => (None, 0),
         };
+        let about = about.filter(|_| count > 0).and_then(|(code, hdr)| {
+            Header::decode(hdr, usize::MAX)
+                .ok()
+                .map(|(about, _)| (crate::RemoteDrop::from_code(code), about))
+        });
         let Some((why, about)) = about.filter(|(_, a)| a.source == self.local) else {
             log::debug!(
                 "node {}: malformed or misdirected drop notice from {} ignored",
@@ -1174,7 +1297,7 @@ impl Network {
         };
         self.stats.drop_notices_received += 1;
         log::debug!(
-            "node {}: its {} message ({}) was dropped at {}: {why}",
+            "node {}: {count} of its {} message(s) ({}) dropped at {}: {why}",
             self.local,
             about.service,
             about.rule,
@@ -1185,6 +1308,7 @@ impl Network {
             service: about.service,
             rule: about.rule,
             reason: DropReason::Remote { at: h.source, why },
+            count,
         };
         self.actions.push_back(CoreAction::Dropped(report));
         self.outputs.push_back(Output::Dropped(report));

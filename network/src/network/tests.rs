@@ -13,14 +13,14 @@ const BOUNCE: ServiceId = ServiceId(11);
 const BOOM: ServiceId = ServiceId(12);
 
 /// Routes to neighbours by a fixed table; everything else is unroutable.
-struct Table(BTreeMap<NodeId, NodeId>);
+struct Table(NodeId, BTreeMap<NodeId, NodeId>);
 
 impl RouterTable for Table {
     fn path_to_node(&self, dest: NodeId) -> RouteAction {
-        if dest == ME {
+        if dest == self.0 {
             return RouteAction::Local;
         }
-        match self.0.get(&dest) {
+        match self.1.get(&dest) {
             Some(n) => RouteAction::Next(*n),
             None => RouteAction::Reject(RejectReason::NoRoute),
         }
@@ -34,7 +34,13 @@ impl RouterTable for Table {
 }
 
 fn router(routes: &[(u64, u64)]) -> Arc<Table> {
+    router_of(ME, routes)
+}
+
+/// [`router`] for a node other than [`ME`].
+fn router_of(local: NodeId, routes: &[(u64, u64)]) -> Arc<Table> {
     Arc::new(Table(
+        local,
         routes
             .iter()
             .map(|&(d, n)| (NodeId(d), NodeId(n)))
@@ -617,6 +623,69 @@ fn a_bootstrap_peer_is_retried_with_backoff_and_redialled_when_alone() {
 }
 
 #[test]
+fn a_persistent_peer_is_redialled_while_other_links_are_up() {
+    let (kept, other) = (NodeId(2), NodeId(3));
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Echo::default())
+        .persistent_peer(kept, Address::Memory(2))
+        .bootstrap(other, Address::Memory(3))
+        .build()
+        .unwrap();
+    let dials = |net: &mut Network, now: Instant| -> Vec<(ConnId, NodeId)> {
+        net.handle_timeout(now);
+        outputs(net)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Connect { conn, node, .. } => Some((conn, node)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = dials(&mut net, t(0));
+    assert_eq!(first.len(), 2, "both dialled at once: {first:?}");
+    for (c, n) in first.iter().copied() {
+        net.handle_outgoing_connected(t(5), c, n);
+    }
+    assert!(net.bootstrap_peers().iter().all(|b| b.connected));
+    assert!(net.bootstrap_peers()[0].persistent && !net.bootstrap_peers()[1].persistent);
+    // Both links drop, the node keeps none: only the persistent peer is
+    // redialled while the other link is back up; the bootstrap peer is not.
+    let (ck, co) = (first[0].0, first[1].0);
+    net.handle_disconnected(t(10), ck);
+    let down = t(10);
+    let redial = net.poll_timeout().expect("the kept link is redialled");
+    assert!(
+        redial - down >= Duration::from_millis(800) && redial - down <= Duration::from_millis(1200),
+        "{:?}",
+        redial - down
+    );
+    let again = dials(&mut net, redial);
+    assert_eq!(again.iter().map(|d| d.1).collect::<Vec<_>>(), vec![kept]);
+    // Failures back off, but never past 2 s (±20%).
+    let mut now = redial;
+    let mut conn = again[0].0;
+    for _ in 0..8 {
+        net.handle_outgoing_failed(now, conn, OutgoingConnectionError::Unreachable);
+        let next = net.poll_timeout().expect("retried");
+        assert!(
+            next - now <= Duration::from_millis(2400),
+            "{:?}",
+            next - now
+        );
+        now = next;
+        let d = dials(&mut net, now);
+        assert_eq!(d.iter().map(|d| d.1).collect::<Vec<_>>(), vec![kept]);
+        conn = d[0].0;
+    }
+    net.handle_outgoing_connected(now, conn, kept);
+    // The other link going down, with the kept one up, is not redialled.
+    net.handle_disconnected(now, co);
+    let later = now + Duration::from_secs(120);
+    assert!(dials(&mut net, later).is_empty());
+}
+
+#[test]
 fn on_start_runs_once_before_anything_else() {
     #[derive(Default)]
     struct Starts(Vec<&'static str>);
@@ -832,7 +901,6 @@ fn a_reliable_message_dropped_in_transit_is_reported_to_its_source() {
     assert_eq!(relay.stats().drop_notices_sent, 1);
     assert_eq!(relay.stats().dropped, 3);
 
-    // Rate-limited: 100 a second, the rest counted.
     for i in 0..150 {
         relay.handle_frame(
             t(1000),
@@ -845,9 +913,24 @@ fn a_reliable_message_dropped_in_transit_is_reported_to_its_source() {
             ),
         );
     }
+    // Rate-limited: 100 a second; the other 50 (the same header) wait as
+    // one notice with their count for the next second.
     assert_eq!(relay.stats().drop_notices_sent, 101);
-    assert_eq!(relay.stats().drop_notices_suppressed, 50);
     outputs(&mut relay);
+    assert_eq!(relay.poll_timeout(), Some(t(2000)));
+    relay.handle_timeout(t(2000));
+    let late: Vec<Vec<u8>> = outputs(&mut relay)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late.len(), 1);
+    let f = Frame::decode(&late[0], 1 << 20).unwrap();
+    assert_eq!(&f.payload[1 + HEADER_LEN..], &50u32.to_be_bytes());
+    assert_eq!(relay.stats().drop_notices_sent, 102);
+    assert_eq!(relay.stats().drop_notices_suppressed, 0);
 
     // The source: its own message to 9 went out through 2 and died there.
     let mut src = Network::builder(ME, router(&[(9, 2), (2, 2)]))
@@ -898,6 +981,7 @@ fn a_reliable_message_dropped_in_transit_is_reported_to_its_source() {
                     at: NodeId(2),
                     why: crate::RemoteDrop::NoRoute
                 },
+                count: 1,
             })
         )),
         "{out:?}"
@@ -916,6 +1000,79 @@ fn a_reliable_message_dropped_in_transit_is_reported_to_its_source() {
     assert!(!outputs(&mut src)
         .iter()
         .any(|o| matches!(o, Output::Dropped(_))));
+}
+
+#[test]
+fn messages_that_die_together_make_one_notice_with_their_count() {
+    // The relay held three of 2's messages for 9 and one for 8 on a
+    // connection to 3 that closed before 3 confirmed them.
+    let mut relay = Network::builder(ME, router(&[(2, 2), (9, 3), (8, 3)]))
+        .seed(1)
+        .behavior(Echo::default())
+        .build()
+        .unwrap();
+    let c2 = relay.handle_incoming(t(0), NodeId(2), None).unwrap();
+    let c3 = relay.handle_incoming(t(0), NodeId(3), None).unwrap();
+    outputs(&mut relay);
+    let to = |dest: u64, i: u32| {
+        frame(
+            ECHO,
+            RouteRule::Node(NodeId(dest)),
+            NodeId(2),
+            &EchoMsg::Ping(i),
+        )
+    };
+    let held = [to(9, 1), to(9, 2), to(8, 3), to(9, 4)];
+    relay.handle_sends_aborted(t(1), c3, held.iter().map(|f| &f[..]));
+    let notices: Vec<Vec<u8>> = outputs(&mut relay)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, frame, .. } if conn == c2 => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices.len(), 2, "one notice per rule");
+    let about = |n: &[u8]| {
+        let f = Frame::decode(n, 1 << 20).unwrap();
+        let (h, _) = Header::decode(&f.payload[1..], usize::MAX).unwrap();
+        let count = match f.payload.len() - 1 - HEADER_LEN {
+            0 => 1,
+            4 => u32::from_be_bytes(f.payload[1 + HEADER_LEN..].try_into().unwrap()),
+            other => panic!("{other} trailing bytes"),
+        };
+        (f.payload[0], h.rule, count)
+    };
+    assert_eq!(about(&notices[0]), (3, RouteRule::Node(NodeId(9)), 3));
+    assert_eq!(about(&notices[1]), (3, RouteRule::Node(NodeId(8)), 1));
+    assert_eq!(relay.stats().dropped, 4);
+    assert_eq!(relay.stats().drop_notices_sent, 2);
+
+    // The source hears one report standing for the three.
+    let mut src = Network::builder(NodeId(2), router_of(NodeId(2), &[(1, 1)]))
+        .seed(2)
+        .behavior(Echo::default())
+        .build()
+        .unwrap();
+    let to_relay = src.handle_incoming(t(0), ME, None).unwrap();
+    outputs(&mut src);
+    src.handle_frame(t(2), to_relay, &notices[0]);
+    let reports: Vec<DropReport> = outputs(&mut src)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Dropped(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].count, 3, "{reports:?}");
+    assert_eq!(reports[0].rule, RouteRule::Node(NodeId(9)));
+    assert!(matches!(
+        reports[0].reason,
+        DropReason::Remote {
+            at: ME,
+            why: crate::RemoteDrop::ConnectionClosed
+        }
+    ));
 }
 
 #[test]

@@ -99,6 +99,17 @@ struct Flow {
     held: u64,
     /// Returned bytes not yet granted back to the peer.
     returned: u64,
+    /// Headers of the credited frames sent on it that the peer has not
+    /// confirmed receiving, oldest first: reported dropped if it closes.
+    unconfirmed: VecDeque<[u8; wire::HEADER_LEN]>,
+    /// Credited frames sent on it, of which the first `confirmed` are
+    /// confirmed.
+    sent: u64,
+    confirmed: u64,
+    /// Credited frames received on it, of which the first `acked` are
+    /// confirmed to the peer.
+    received: u64,
+    acked: u64,
 }
 
 impl Flow {
@@ -109,6 +120,38 @@ impl Flow {
             turns: VecDeque::new(),
             held: 0,
             returned: 0,
+            unconfirmed: VecDeque::new(),
+            sent: 0,
+            confirmed: 0,
+            received: 0,
+            acked: 0,
+        }
+    }
+
+    /// Marks `bytes` credited and keeps its header until the peer confirms
+    /// it.
+    fn credited(&mut self, bytes: &mut [u8]) {
+        self.credit -= bytes.len() as i64;
+        wire::set_credited(bytes, true);
+        let mut h = [0u8; wire::HEADER_LEN];
+        if let Some(src) = bytes.get(..wire::HEADER_LEN) {
+            h.copy_from_slice(src);
+        }
+        self.unconfirmed.push_back(h);
+        self.sent += 1;
+    }
+
+    /// The peer is not confirming what it receives.
+    fn unconfirming(&self) -> bool {
+        self.unconfirmed.len() > MAX_UNCONFIRMED
+    }
+
+    /// The peer confirmed receiving its first `n` credited frames.
+    fn confirm(&mut self, n: u64) {
+        let n = n.min(self.sent);
+        while self.confirmed < n {
+            self.unconfirmed.pop_front();
+            self.confirmed += 1;
         }
     }
 
@@ -191,8 +234,38 @@ pub(crate) struct Driver {
     handling: Option<ConnId>,
     /// When to look for data frames stalled waiting for credit.
     stall_check: Option<Instant>,
+    /// Connections owing their peer a receipt confirmation, due at
+    /// `ack_at`.
+    acks: Vec<ConnId>,
+    ack_at: Option<Instant>,
+    /// Connections this node closed, waiting for the last confirmations.
+    closing: HashMap<ConnId, Closing>,
     state: Arc<NodeState>,
 }
+
+/// A connection this node closed, its writer still flushing: the frames
+/// it sent that the peer has not confirmed yet.
+struct Closing {
+    unconfirmed: VecDeque<[u8; wire::HEADER_LEN]>,
+    sent: u64,
+    confirmed: u64,
+    reader: JoinHandle<()>,
+    until: Instant,
+}
+
+/// How long a connection this node closed waits for its peer's last
+/// confirmations.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Past this many credited frames unconfirmed, the peer is not confirming
+/// (a peer that does could not have more in flight: every credited frame
+/// is at least a header, and the window bounds the bytes): it is closed.
+const MAX_UNCONFIRMED: usize = wire::INITIAL_CREDIT as usize / wire::HEADER_LEN + 1024;
+
+/// A receiver confirms credited frames after this many…
+const ACK_EVERY: u64 = 256;
+/// … or this long after the first unconfirmed one.
+const ACK_DELAY: Duration = Duration::from_millis(10);
 
 impl Driver {
     pub(crate) fn new(
@@ -221,6 +294,9 @@ impl Driver {
             returns: Vec::new(),
             handling: None,
             stall_check: None,
+            acks: Vec::new(),
+            ack_at: None,
+            closing: HashMap::new(),
             state,
         }
     }
@@ -249,6 +325,9 @@ impl Driver {
                 self.net.handle_timeout(now);
                 self.drain();
             }
+            if self.next_chore().is_some_and(|t| t <= self.now()) {
+                self.chores();
+            }
             let wake = self.net.poll_timeout().map(|t| self.deadline(t));
             // An owned sender, so the wait borrows nothing from `self`.
             let app_tx = (!self.app_waiting.is_empty()).then(|| self.app_tx.clone());
@@ -261,6 +340,13 @@ impl Driver {
             let stall = self.stall_check.map(|t| self.deadline(t));
             let stall = async move {
                 match stall {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ack = self.next_chore().map(|t| self.deadline(t));
+            let ack = async move {
+                match ack {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -311,6 +397,9 @@ impl Driver {
                 }
                 () = stall => {
                     self.expire_stalled();
+                }
+                () = ack => {
+                    self.chores();
                 }
             }
         };
@@ -365,6 +454,26 @@ impl Driver {
 
     fn on_event(&mut self, ev: ConnEvent) {
         match ev {
+            ConnEvent::Frames { conn, frames } if self.closing.contains_key(&conn) => {
+                // Closed by this node: only the peer's confirmations count.
+                for f in &frames {
+                    if let Ok(LinkFrame::Received(n)) = LinkFrame::decode(f) {
+                        if let Some(c) = self.closing.get_mut(&conn) {
+                            let n = n.min(c.sent);
+                            while c.confirmed < n {
+                                c.unconfirmed.pop_front();
+                                c.confirmed += 1;
+                            }
+                            if c.unconfirmed.is_empty() {
+                                if let Some(c) = self.closing.remove(&conn) {
+                                    c.reader.abort();
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
             ConnEvent::Frames { conn, frames } => {
                 for f in &frames {
                     if f.first() == Some(&wire::LINK_VERSION) {
@@ -384,9 +493,18 @@ impl Driver {
                     self.returns.extend(self.charge.take());
                 }
                 self.grant_returns();
+                self.confirm_received(conn);
             }
             ConnEvent::Closed { conn, why } => {
-                if let Some(io) = self.remove_conn(conn) {
+                if let Some(mut c) = self.closing.remove(&conn) {
+                    // A connection this node closed has ended: what its
+                    // peer did not confirm may be lost.
+                    self.report_unconfirmed(conn, &mut c.unconfirmed);
+                    self.drain();
+                    return;
+                }
+                if let Some(mut io) = self.remove_conn(conn) {
+                    self.report_unconfirmed(conn, &mut io.flow.unconfirmed);
                     match &why {
                         Some(why) => log::debug!(
                             "node {}: {conn} to {} closed: {why}",
@@ -546,8 +664,16 @@ impl Driver {
                 self.drain();
                 let _ = reply.send(r.map_err(NodeError::from));
             }
-            Command::Bootstrap { node, addr } => {
-                self.net.add_bootstrap(now, node, addr);
+            Command::Bootstrap {
+                node,
+                addr,
+                persistent,
+            } => {
+                if persistent {
+                    self.net.add_persistent_peer(now, node, addr);
+                } else {
+                    self.net.add_bootstrap(now, node, addr);
+                }
                 self.drain();
             }
             Command::Close(conn) => {
@@ -650,13 +776,13 @@ impl Driver {
                     if let Some(io) = self.remove_conn(conn) {
                         log::debug!("node {}: closing {conn}: {reason}", self.net.local_node());
                         io.lanes.data(Outbound::Close(reason.to_string()));
-                        io.reader.abort();
                         if io.announced {
                             self.app_event(NodeEvent::Disconnected {
                                 conn,
                                 node: io.node,
                             });
                         }
+                        self.closing(conn, io);
                     }
                 }
                 Output::Event(ev) => {
@@ -730,8 +856,7 @@ impl Driver {
         }
         // The common case: nothing waits and the window is open.
         if !io.flow.is_waiting() && io.flow.credit > 0 {
-            io.flow.credit -= bytes.len() as i64;
-            wire::set_credited(&mut bytes, true);
+            io.flow.credited(&mut bytes);
             io.lanes.data(Outbound::Frame {
                 bytes,
                 unreliable: false,
@@ -770,8 +895,7 @@ impl Driver {
             let Some(mut w) = io.flow.pop() else {
                 break;
             };
-            io.flow.credit -= w.bytes.len() as i64;
-            wire::set_credited(&mut w.bytes, true);
+            io.flow.credited(&mut w.bytes);
             io.lanes.data(Outbound::Frame {
                 bytes: w.bytes,
                 unreliable: false,
@@ -824,6 +948,7 @@ impl Driver {
             return false;
         };
         io.flow.held += len as u64;
+        io.flow.received += 1;
         // The peer sends while its credit is above zero: it may overshoot
         // the window by one frame, no more.
         let limit = u64::from(wire::INITIAL_CREDIT)
@@ -850,6 +975,20 @@ impl Driver {
     fn on_link_frame(&mut self, conn: ConnId, f: &[u8]) {
         match LinkFrame::decode(f) {
             Ok(LinkFrame::Credit(n)) => {
+                if self
+                    .conns
+                    .get(&conn)
+                    .is_some_and(|io| io.flow.unconfirming())
+                {
+                    log::warn!(
+                        "node {}: {conn} grants credit but confirms nothing it receives; closing it",
+                        self.net.local_node()
+                    );
+                    let now = self.now();
+                    self.net.close(now, conn);
+                    self.drain();
+                    return;
+                }
                 if let Some(io) = self.conns.get_mut(&conn) {
                     io.flow.credit = io.flow.credit.saturating_add(i64::from(n));
                     // A window that grows past all bounds is a broken peer;
@@ -859,6 +998,11 @@ impl Driver {
                 self.flush(conn);
                 self.grant_returns();
             }
+            Ok(LinkFrame::Received(n)) => {
+                if let Some(io) = self.conns.get_mut(&conn) {
+                    io.flow.confirm(n);
+                }
+            }
             Err(e) => {
                 log::warn!(
                     "node {}: {conn} sent a malformed link frame ({e}); closing it",
@@ -867,6 +1011,46 @@ impl Driver {
                 let now = self.now();
                 self.net.close(now, conn);
                 self.drain();
+            }
+        }
+    }
+
+    /// Confirms to `conn`'s peer the credited frames received: at once
+    /// after [`ACK_EVERY`] unconfirmed, else within [`ACK_DELAY`].
+    fn confirm_received(&mut self, conn: ConnId) {
+        let Some(io) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let unacked = io.flow.received - io.flow.acked;
+        if unacked >= ACK_EVERY {
+            io.flow.acked = io.flow.received;
+            io.lanes.control(Outbound::Frame {
+                bytes: LinkFrame::Received(io.flow.received).encode(),
+                unreliable: false,
+                credit: None,
+            });
+        } else if unacked > 0 && !self.acks.contains(&conn) {
+            self.acks.push(conn);
+            if self.ack_at.is_none() {
+                self.ack_at = Some(self.now() + ACK_DELAY);
+            }
+        }
+    }
+
+    /// The delayed confirmations are due.
+    fn send_acks(&mut self) {
+        self.ack_at = None;
+        for conn in std::mem::take(&mut self.acks) {
+            let Some(io) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if io.flow.received > io.flow.acked {
+                io.flow.acked = io.flow.received;
+                io.lanes.control(Outbound::Frame {
+                    bytes: LinkFrame::Received(io.flow.received).encode(),
+                    unreliable: false,
+                    credit: None,
+                });
             }
         }
     }
@@ -910,17 +1094,104 @@ impl Driver {
         for other in self.conns.values_mut() {
             other.flow.forget(Some(conn));
         }
+        self.acks.retain(|c| *c != conn);
         if io.flow.is_waiting() {
             let now = self.now();
+            let mut frames = Vec::new();
             while let Some(w) = io.flow.pop() {
-                self.net.handle_send_aborted(now, conn, &w.bytes);
                 self.returns.extend(w.charge);
+                frames.push(w.bytes);
             }
+            self.net
+                .handle_sends_aborted(now, conn, frames.iter().map(|f| &f[..]));
             // The drop reports wait in the core's outputs for the caller's
             // drain (a nested one here would lose what the outer knows).
             self.grant_returns();
         }
         Some(io)
+    }
+
+    /// Reports the frames sent on `conn` that its peer never confirmed:
+    /// each may have arrived, or died with the connection; its source
+    /// hears of it either way.
+    fn report_unconfirmed(
+        &mut self,
+        conn: ConnId,
+        unconfirmed: &mut VecDeque<[u8; wire::HEADER_LEN]>,
+    ) {
+        if unconfirmed.is_empty() {
+            return;
+        }
+        let now = self.now();
+        log::debug!(
+            "node {}: {conn} closed with {} frame(s) unconfirmed; reported dropped",
+            self.net.local_node(),
+            unconfirmed.len()
+        );
+        self.net
+            .handle_sends_aborted(now, conn, unconfirmed.iter().map(|h| &h[..]));
+        unconfirmed.clear();
+    }
+
+    /// A connection this node closed: its writer still sends what was
+    /// queued before the close, and its reader stays up for the peer's
+    /// confirmations of it, until the connection ends or [`CLOSE_GRACE`].
+    fn closing(&mut self, conn: ConnId, io: ConnIo) {
+        let ConnIo { flow, reader, .. } = io;
+        if flow.unconfirmed.is_empty() {
+            reader.abort();
+            return;
+        }
+        let until = self.now() + CLOSE_GRACE;
+        self.closing.insert(
+            conn,
+            Closing {
+                unconfirmed: flow.unconfirmed,
+                sent: flow.sent,
+                confirmed: flow.confirmed,
+                reader,
+                until,
+            },
+        );
+    }
+
+    /// Closed connections whose grace ended: what is still unconfirmed is
+    /// reported.
+    fn expire_closing(&mut self) {
+        let now = self.now();
+        let due: Vec<ConnId> = self
+            .closing
+            .iter()
+            .filter(|(_, c)| c.until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in due {
+            if let Some(mut c) = self.closing.remove(&conn) {
+                c.reader.abort();
+                self.report_unconfirmed(conn, &mut c.unconfirmed);
+            }
+        }
+        self.drain();
+    }
+
+    /// The next housekeeping deadline: confirmations due, or a closed
+    /// connection's grace.
+    fn next_chore(&self) -> Option<Instant> {
+        let closing = self.closing.values().map(|c| c.until).min();
+        match (self.ack_at, closing) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
+    fn chores(&mut self) {
+        let now = self.now();
+        if self.ack_at.is_some_and(|t| t <= now) {
+            self.send_acks();
+        }
+        if self.closing.values().any(|c| c.until <= now) {
+            self.expire_closing();
+        }
     }
 
     fn dial(&mut self, conn: ConnId, node: NodeId, addr: Address) {

@@ -139,6 +139,7 @@ pub(crate) enum Command {
     Bootstrap {
         node: NodeId,
         addr: Address,
+        persistent: bool,
     },
     Close(ConnId),
     Status(oneshot::Sender<NodeStatus>),
@@ -313,7 +314,24 @@ impl NodeHandle {
     /// fails, and dialled again whenever the node has no connection left
     /// (see [`BootstrapStatus`]).
     pub async fn add_bootstrap(&self, node: NodeId, addr: Address) -> Result<(), NodeError> {
-        self.command(Command::Bootstrap { node, addr }).await
+        self.command(Command::Bootstrap {
+            node,
+            addr,
+            persistent: false,
+        })
+        .await
+    }
+
+    /// Adds a persistent peer: a link to keep, dialled whenever no
+    /// connection to it is up (see
+    /// [`NetworkBuilder::persistent_peer`](crate::NetworkBuilder::persistent_peer)).
+    pub async fn add_persistent_peer(&self, node: NodeId, addr: Address) -> Result<(), NodeError> {
+        self.command(Command::Bootstrap {
+            node,
+            addr,
+            persistent: true,
+        })
+        .await
     }
 
     /// Closes a connection.
