@@ -2,6 +2,7 @@
 //! up with one neighbour, so the benches measure the core and nothing else.
 
 pub mod flood;
+pub mod soak;
 
 use plexus::router::StaticRouter;
 use plexus::wire::{Frame, Header};

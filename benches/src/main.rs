@@ -173,6 +173,53 @@ enum Workload {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Soak and faults across network namespaces (needs root, iproute2,
+    /// nftables): five node processes in a ring of veth links, sequenced
+    /// traffic between all of them, then 10% and 30% loss, a partition and
+    /// a kill/restart (see `plexus_bench::soak`). Exits 1 if a target is
+    /// missed. `--soak-secs 600` is the long run.
+    Soak {
+        /// Seconds of the soak phase.
+        #[arg(long, default_value_t = 60)]
+        soak_secs: u64,
+        /// Seconds of each loss phase.
+        #[arg(long, default_value_t = 20)]
+        loss_secs: u64,
+        /// Seconds of the partition.
+        #[arg(long, default_value_t = 30)]
+        partition_secs: u64,
+        /// Messages per second of each of the 20 flows.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Message body bytes.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "quic")]
+        transport: workload::Kind,
+        /// Phases to run, comma-separated (default all: soak, loss10,
+        /// loss30, partition, kill).
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(plexus_bench::soak::PHASES))]
+        phases: Vec<String>,
+    },
+    /// One node of the soak, run by `soak` inside a namespace.
+    #[command(hide = true)]
+    SoakNode {
+        #[arg(long)]
+        index: usize,
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+        #[arg(long)]
+        listen: plexus::Address,
+        /// Every node's id, comma-separated, in index order.
+        #[arg(long, value_delimiter = ',', value_parser = parse_id)]
+        peers: Vec<NodeId>,
+        /// A link to keep: <id>@<address> (repeatable).
+        #[arg(long)]
+        keep: Vec<String>,
+        #[arg(long)]
+        mark: bool,
+    },
     /// Membership (HyParView) on the simulator: connectivity in steady
     /// state, view sizes, healing after half the nodes die at once.
     Membership {
@@ -654,6 +701,13 @@ async fn flood_workload(
     Ok(())
 }
 
+/// A node id: 16 hex digits.
+fn parse_id(s: &str) -> Result<NodeId, String> {
+    u64::from_str_radix(s, 16)
+        .map(NodeId)
+        .map_err(|e| format!("node id {s:?} is not 16 hex digits: {e}"))
+}
+
 fn main() {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -694,6 +748,82 @@ fn main() {
             runs,
         } => done(rt().block_on(relay::relay(transport, n, size, runs))),
         Workload::Flood { stall, n, runs } => done(rt().block_on(flood_workload(stall, n, runs))),
+        Workload::Soak {
+            soak_secs,
+            loss_secs,
+            partition_secs,
+            rate,
+            size,
+            transport,
+            phases,
+        } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| "plexus-bench".into());
+            let cfg = plexus_bench::soak::Config {
+                transport: match transport {
+                    workload::Kind::Quic => "quic".into(),
+                    workload::Kind::Tcp => "tcp".into(),
+                },
+                soak: Duration::from_secs(soak_secs),
+                loss: Duration::from_secs(loss_secs),
+                partition: Duration::from_secs(partition_secs),
+                rate,
+                size,
+                phases: if phases.is_empty() {
+                    plexus_bench::soak::PHASES
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect()
+                } else {
+                    phases
+                },
+                ..plexus_bench::soak::Config::ci(exe)
+            };
+            match plexus_bench::soak::run(&cfg) {
+                Ok(r) if r.failures.is_empty() => println!("soak: every target met"),
+                Ok(r) => {
+                    eprintln!("soak: {} target(s) missed:", r.failures.len());
+                    for f in &r.failures {
+                        eprintln!("  {f}");
+                    }
+                    std::process::exit(1);
+                }
+                Err(e) => done(Err(e)),
+            }
+        }
+        Workload::SoakNode {
+            index,
+            key_file,
+            listen,
+            peers,
+            keep,
+            mark,
+        } => {
+            let keep = keep
+                .iter()
+                .map(|k| {
+                    let (id, addr) = k
+                        .split_once('@')
+                        .ok_or_else(|| format!("--keep {k}: not <id>@<address>"))?;
+                    Ok((
+                        parse_id(id)?,
+                        addr.parse::<plexus::Address>().map_err(|e| e.to_string())?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, String>>();
+            let keep = keep.unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            });
+            let args = plexus_bench::soak::node::NodeArgs {
+                index,
+                key_file,
+                listen,
+                peers,
+                keep,
+                mark,
+            };
+            done(rt().block_on(plexus_bench::soak::node::run(args)))
+        }
         Workload::Dv {
             nodes,
             degree,
