@@ -497,8 +497,10 @@ impl Driver {
             }
             ConnEvent::Closed { conn, why } => {
                 if let Some(mut c) = self.closing.remove(&conn) {
-                    // A connection this node closed has ended: what its
-                    // peer did not confirm may be lost.
+                    // A connection this node closed has ended (its reader,
+                    // or its writer failing): what its peer did not
+                    // confirm may be lost.
+                    c.reader.abort();
                     self.report_unconfirmed(conn, &mut c.unconfirmed);
                     self.drain();
                     return;
@@ -1235,6 +1237,9 @@ impl Driver {
                 io.writer
             })
             .collect();
+        for (_, c) in self.closing.drain() {
+            c.reader.abort();
+        }
         let grace = self.config.shutdown_grace;
         let _ = tokio::time::timeout(grace, async {
             for w in writers {
