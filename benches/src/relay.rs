@@ -104,8 +104,7 @@ async fn run(
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    crate::spread(v).0
 }
 
 pub(crate) async fn relay(kind: Kind, n: usize, size: usize, runs: usize) -> io::Result<()> {
@@ -150,11 +149,7 @@ pub(crate) async fn relay(kind: Kind, n: usize, size: usize, runs: usize) -> io:
             }
         }
     }
-    let (mut rmin, mut rmax) = (f64::MAX, 0f64);
-    for r in &ratios {
-        rmin = rmin.min(*r);
-        rmax = rmax.max(*r);
-    }
+    let (rmed, rmin, rmax) = crate::spread(&mut ratios.clone());
     println!(
         "workload=relay transport={kind:?} n={n} size={size} runs={} relayed_msgs_per_s_median={:.0} \
          direct_msgs_per_s_median={:.0} relayed/direct_median={:.2} min={rmin:.2} max={rmax:.2} \
@@ -163,7 +158,7 @@ pub(crate) async fn relay(kind: Kind, n: usize, size: usize, runs: usize) -> io:
         ratios.len(),
         median(&mut relayed),
         median(&mut direct),
-        median(&mut ratios.clone()),
+        rmed,
         median(&mut both),
         median(&mut mbps),
         median(&mut fair),

@@ -167,6 +167,14 @@ pub(crate) async fn wait<T>(
     .map_err(|_| io::Error::other("timed out"))?
 }
 
+impl Pair {
+    /// Stops both nodes.
+    pub(crate) async fn shutdown(self) -> io::Result<()> {
+        self.a.shutdown().await.map_err(io::Error::other)?;
+        self.b.shutdown().await.map_err(io::Error::other)
+    }
+}
+
 /// Starts two nodes and connects A to B.
 pub(crate) async fn pair(kind: Kind) -> io::Result<Pair> {
     let (ia, ib) = (

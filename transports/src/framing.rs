@@ -5,12 +5,20 @@
 //! reader fails with `InvalidData` before allocating anything, and the
 //! runtime closes that one connection with the reason logged.
 
-use plexus_network::runtime::{FrameSink, Lane, Outbound, OutboundQueue};
+use plexus_network::runtime::{Credit, FrameBatch, FrameSink, Lane, Outbound, OutboundQueue};
 use std::io;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use std::pin::Pin;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Frames taken from the read buffer before handing a batch to the core.
 const BATCH: usize = 64;
+
+/// A batch packs frames up to this many bytes (past one frame).
+const PACK_BYTES: usize = 256 * 1024;
+
+/// A writer returns the credit of frames it wrote at least this often (in
+/// bytes), even while its batch goes on.
+const RETURN_CREDIT_EVERY: usize = 256 * 1024;
 
 /// Writes one frame (not flushed).
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> io::Result<()> {
@@ -33,10 +41,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("oversized frame: {len} bytes, maximum {max}"),
-        ));
+        return Err(oversized(len, max));
     }
     // Read into spare capacity: no zero-filling of a buffer about to be
     // overwritten.
@@ -48,33 +53,55 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(buf))
 }
 
-/// Whether `buf` starts with a complete frame.
-fn complete_frame(buf: &[u8]) -> bool {
-    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+/// The length of the complete frame `buf` starts with, if it does.
+fn complete_frame(buf: &[u8]) -> Option<usize> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    (buf.len() - 4 >= len).then_some(len)
 }
 
 /// Reads frames from `r` into `sink` until the stream ends, in batches of
-/// what is already buffered.
+/// what is already buffered, packed into one buffer per batch (one
+/// allocation per batch, not per frame).
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     max: usize,
     sink: &FrameSink,
 ) -> io::Result<()> {
     loop {
-        let Some(first) = read_frame(r, max).await? else {
-            return Ok(());
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH && complete_frame(r.buffer()) {
+        let mut batch = if complete_frame(r.buffer()).is_some() {
+            FrameBatch::new()
+        } else {
+            // Not all buffered yet: wait for it (a large frame is read
+            // straight into the buffer it travels in).
             match read_frame(r, max).await? {
-                Some(f) => batch.push(f),
-                None => break,
+                Some(f) => FrameBatch::from_frame(f),
+                None => return Ok(()),
             }
+        };
+        while batch.len() < BATCH {
+            let Some(len) = complete_frame(r.buffer()) else {
+                break;
+            };
+            if len > max {
+                return Err(oversized(len, max));
+            }
+            if !batch.is_empty() && batch.bytes() + len > PACK_BYTES {
+                break;
+            }
+            batch.push(&r.buffer()[4..4 + len]);
+            Pin::new(&mut *r).consume(4 + len);
         }
-        if sink.deliver(batch).await.is_err() {
+        if sink.deliver_batch(batch).await.is_err() {
             return Ok(()); // the node is gone
         }
     }
+}
+
+fn oversized(len: usize, max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("oversized frame: {len} bytes, maximum {max}"),
+    )
 }
 
 /// Where a writer takes its frames: a connection's whole queue, or one
@@ -120,6 +147,9 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             w.flush().await?;
             return Ok(None);
         }
+        // The batch's credit (application sends' budget), returned in one
+        // go once the batch is flushed.
+        let mut held: Option<Credit> = None;
         loop {
             for item in batch.drain(..) {
                 match item {
@@ -128,9 +158,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                         unreliable,
                         credit,
                     } => {
-                        // `credit` (an application send's budget) returns
-                        // when this arm ends: once the frame is written.
-                        let _credit = credit;
+                        Credit::hold(&mut held, credit);
                         if bytes.len() > max {
                             log::warn!(
                                 "dropping a {}-byte frame over the {max}-byte maximum",
@@ -142,6 +170,15 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                             continue;
                         }
                         write_frame(w, &bytes).await?;
+                        // Past this much, return it before writing on: a
+                        // sender waiting for budget must not wait for a
+                        // batch of large frames.
+                        if held
+                            .as_ref()
+                            .is_some_and(|c| c.bytes() >= RETURN_CREDIT_EVERY)
+                        {
+                            held = None;
+                        }
                     }
                     Outbound::Close(why) => {
                         w.flush().await?;
@@ -160,6 +197,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         w.flush().await?;
+        drop(held);
     }
 }
 
@@ -182,7 +220,9 @@ mod tests {
         let err = read_frame(&mut &big[..], 99).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("oversized"));
-        assert!(complete_frame(&big) && !complete_frame(&big[..50]));
+        assert_eq!(complete_frame(&big), Some(100));
+        assert_eq!(complete_frame(&big[..50]), None);
+        assert_eq!(complete_frame(&big[..3]), None);
 
         let truncated = &big[..60];
         let err = read_frame(&mut &truncated[..], 1000).await.unwrap_err();

@@ -240,6 +240,8 @@ pub(crate) struct Driver {
     ack_at: Option<Instant>,
     /// Connections this node closed, waiting for the last confirmations.
     closing: HashMap<ConnId, Closing>,
+    /// The clock, read once per wake-up (see [`now`](Self::now)).
+    tick: Option<Instant>,
     state: Arc<NodeState>,
 }
 
@@ -297,12 +299,16 @@ impl Driver {
             acks: Vec::new(),
             ack_at: None,
             closing: HashMap::new(),
+            tick: None,
             state,
         }
     }
 
+    /// Now: the clock read at the start of this wake-up's batch, if one is
+    /// being handled, else the clock.
     fn now(&self) -> Instant {
-        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+        self.tick
+            .unwrap_or_else(|| Instant::from_micros(self.epoch.elapsed().as_micros() as u64))
     }
 
     fn deadline(&self, t: Instant) -> tokio::time::Instant {
@@ -319,6 +325,10 @@ impl Driver {
         self.net.handle_timeout(now);
         self.drain();
         let shutdown_reply = 'run: loop {
+            // One reading of the clock serves everything this wake-up
+            // handles (a batch of frames or commands).
+            self.tick = None;
+            self.tick = Some(self.now());
             // Timers first: a stream of frames must not starve them.
             if self.net.poll_timeout().is_some_and(|t| t <= self.now()) {
                 let now = self.now();
@@ -357,9 +367,12 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            // The wait may be long: what it wakes for reads the clock anew.
+            self.tick = None;
             tokio::select! {
                 biased;
                 ev = events.recv() => {
+                    self.tick = Some(self.now());
                     // The driver holds a sender itself, so this never ends.
                     if let Some(ev) = ev { self.on_event(ev); }
                 }
@@ -370,6 +383,7 @@ impl Driver {
                     self.app_room(permit);
                 }
                 cmd = commands.recv() => {
+                    self.tick = Some(self.now());
                     // Take what is already queued too (bounded, for
                     // fairness): one wake-up per burst, not per command.
                     let mut next = cmd;
@@ -456,32 +470,35 @@ impl Driver {
         match ev {
             ConnEvent::Frames { conn, frames } if self.closing.contains_key(&conn) => {
                 // Closed by this node: only the peer's confirmations count.
-                for f in &frames {
-                    if let Ok(LinkFrame::Received(n)) = LinkFrame::decode(f) {
-                        if let Some(c) = self.closing.get_mut(&conn) {
-                            let n = n.min(c.sent);
-                            while c.confirmed < n {
-                                c.unconfirmed.pop_front();
-                                c.confirmed += 1;
-                            }
-                            if c.unconfirmed.is_empty() {
-                                if let Some(c) = self.closing.remove(&conn) {
-                                    c.reader.abort();
-                                }
-                                break;
-                            }
-                        }
+                frames.for_each(|f| {
+                    let Ok(LinkFrame::Received(n)) = LinkFrame::decode(f) else {
+                        return true;
+                    };
+                    let Some(c) = self.closing.get_mut(&conn) else {
+                        return false;
+                    };
+                    let n = n.min(c.sent);
+                    while c.confirmed < n {
+                        c.unconfirmed.pop_front();
+                        c.confirmed += 1;
                     }
-                }
+                    if c.unconfirmed.is_empty() {
+                        if let Some(c) = self.closing.remove(&conn) {
+                            c.reader.abort();
+                        }
+                        return false;
+                    }
+                    true
+                });
             }
             ConnEvent::Frames { conn, frames } => {
-                for f in &frames {
+                frames.for_each(|f| {
                     if f.first() == Some(&wire::LINK_VERSION) {
                         self.on_link_frame(conn, f);
-                        continue;
+                        return true;
                     }
                     if wire::is_credited(f) && !self.take_credit(conn, f.len()) {
-                        break;
+                        return false;
                     }
                     let now = self.now();
                     self.handling = Some(conn);
@@ -491,7 +508,8 @@ impl Driver {
                     // Handled and gone (consumed by a behaviour, delivered
                     // at once, dropped): its credit goes back.
                     self.returns.extend(self.charge.take());
-                }
+                    true
+                });
                 self.grant_returns();
                 self.confirm_received(conn);
             }

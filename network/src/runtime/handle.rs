@@ -255,21 +255,32 @@ impl NodeHandle {
     ) -> Result<(), NodeError> {
         // Serialise here, on the caller's thread, straight after room for
         // the header: the core writes the header in place, no second copy.
-        let mut frame = Vec::with_capacity(HEADER_LEN + 64);
-        frame.resize(HEADER_LEN, 0);
-        let frame = postcard::to_extend(msg, frame)
-            .map_err(|e| NodeError::Send(SendError::Encode(e.to_string())))?;
-        let len = frame.len() - HEADER_LEN;
+        // A first pass counts the bytes (no copy), so the frame is
+        // allocated once at its size instead of grown by doubling.
+        let encode = |e: postcard::Error| NodeError::Send(SendError::Encode(e.to_string()));
+        let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+            .map_err(encode)?;
         if len > self.max_payload {
             return Err(NodeError::Send(SendError::Oversized {
                 len,
                 max: self.max_payload,
             }));
         }
+        let mut frame = Vec::with_capacity(HEADER_LEN + len);
+        frame.resize(HEADER_LEN, 0);
+        let frame = postcard::to_extend(msg, frame).map_err(encode)?;
         let want = u32::try_from(frame.len().min(self.budget_max)).unwrap_or(u32::MAX);
-        let permit = match self.budget.clone().acquire_many_owned(want).await {
+        // Without waiting when the budget has room (no waiter can be
+        // passed: released credit goes to queued waiters first).
+        let permit = match self.budget.clone().try_acquire_many_owned(want) {
             Ok(p) => p,
-            Err(_) => return Err(self.gone().await),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match self.budget.clone().acquire_many_owned(want).await {
+                    Ok(p) => p,
+                    Err(_) => return Err(self.gone().await),
+                }
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.gone().await),
         };
         let credit = Credit(permit);
         self.command(Command::Send {

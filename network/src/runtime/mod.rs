@@ -56,8 +56,8 @@ mod transport;
 pub use config::RuntimeConfig;
 pub use handle::{ConnStatus, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus};
 pub use transport::{
-    BoxFuture, Connection, Credit, DialError, FrameReader, FrameSink, FrameWriter, Lane, Outbound,
-    OutboundQueue, Transport,
+    BoxFuture, Connection, Credit, DialError, FrameBatch, FrameReader, FrameSink, FrameWriter,
+    Lane, Outbound, OutboundQueue, Transport,
 };
 
 use crate::{Address, Network};

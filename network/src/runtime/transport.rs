@@ -59,7 +59,33 @@ impl From<DialError> for OutgoingConnectionError {
 /// node's budget when dropped, that is once the writer has written the
 /// frame it travels with.
 #[derive(Debug)]
-pub struct Credit(#[allow(dead_code)] pub(crate) tokio::sync::OwnedSemaphorePermit);
+pub struct Credit(pub(crate) tokio::sync::OwnedSemaphorePermit);
+
+impl Credit {
+    /// Holds `other`'s credit with this one, so both return together: a
+    /// writer returns a whole batch's credit at once, after its flush,
+    /// instead of once per frame. Credit of another node's budget is
+    /// returned at once instead (never merged across budgets).
+    pub fn absorb(&mut self, other: Credit) {
+        if Arc::ptr_eq(self.0.semaphore(), other.0.semaphore()) {
+            self.0.merge(other.0);
+        }
+    }
+
+    /// The bytes of budget it holds.
+    pub fn bytes(&self) -> usize {
+        self.0.num_permits()
+    }
+
+    /// Holds `credit` in `held` (see [`absorb`](Self::absorb)).
+    pub fn hold(held: &mut Option<Credit>, credit: Option<Credit>) {
+        match (held.as_mut(), credit) {
+            (Some(h), Some(c)) => h.absorb(c),
+            (None, c) => *held = c,
+            (Some(_), None) => {}
+        }
+    }
+}
 
 /// A frame to write: the bytes, and whether loss is acceptable.
 #[derive(Debug)]
@@ -273,12 +299,90 @@ impl OutboundQueue {
     }
 }
 
+/// Frames read from a connection, packed back to back in one buffer: a
+/// reader hands over a batch with one allocation instead of one per frame.
+#[derive(Debug, Default)]
+pub struct FrameBatch {
+    buf: Vec<u8>,
+    /// Where each frame ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl FrameBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A batch of one frame, taking its buffer (no copy); more frames may
+    /// be pushed after it.
+    pub fn from_frame(frame: Vec<u8>) -> Self {
+        let ends = vec![frame.len()];
+        FrameBatch { buf: frame, ends }
+    }
+
+    /// Appends a frame.
+    pub fn push(&mut self, frame: &[u8]) {
+        self.buf.extend_from_slice(frame);
+        self.ends.push(self.buf.len());
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of all its frames.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The frames, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.buf[a..b])
+    }
+}
+
+/// Frames as a reader delivered them.
+#[derive(Debug)]
+pub(crate) enum Frames {
+    Each(Vec<Vec<u8>>),
+    Packed(FrameBatch),
+}
+
+impl Frames {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8]) -> bool) {
+        match self {
+            Frames::Each(v) => {
+                for frame in v {
+                    if !f(frame) {
+                        return;
+                    }
+                }
+            }
+            Frames::Packed(b) => {
+                for frame in b.iter() {
+                    if !f(frame) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What connection tasks and dials tell the runtime's loop.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     Frames {
         conn: ConnId,
-        frames: Vec<Vec<u8>>,
+        frames: Frames,
     },
     Closed {
         conn: ConnId,
@@ -301,6 +405,15 @@ impl FrameSink {
     /// Hands frames to the core; waits while the core is busy (backpressure).
     /// `Err` when the node is gone: stop reading.
     pub async fn deliver(&self, frames: Vec<Vec<u8>>) -> Result<(), ()> {
+        self.send(Frames::Each(frames)).await
+    }
+
+    /// [`deliver`](Self::deliver) for frames packed in one buffer.
+    pub async fn deliver_batch(&self, frames: FrameBatch) -> Result<(), ()> {
+        self.send(Frames::Packed(frames)).await
+    }
+
+    async fn send(&self, frames: Frames) -> Result<(), ()> {
         self.tx
             .send(ConnEvent::Frames {
                 conn: self.conn,
