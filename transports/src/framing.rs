@@ -68,13 +68,20 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     sink: &FrameSink,
 ) -> io::Result<()> {
     loop {
+        // Room for what is buffered, so the batch is allocated once.
+        let room = |r: &BufReader<R>| r.buffer().len().min(PACK_BYTES);
         let mut batch = if complete_frame(r.buffer()).is_some() {
-            FrameBatch::new()
+            FrameBatch::with_capacity(room(r), BATCH)
         } else {
-            // Not all buffered yet: wait for it (a large frame is read
-            // straight into the buffer it travels in).
+            // Not all buffered yet: wait for it. A large frame is read
+            // straight into the buffer it travels in.
             match read_frame(r, max).await? {
-                Some(f) => FrameBatch::from_frame(f),
+                Some(f) if f.len() > PACK_BYTES / 4 => FrameBatch::from_frame(f),
+                Some(f) => {
+                    let mut b = FrameBatch::with_capacity(f.len() + room(r), BATCH);
+                    b.push(&f);
+                    b
+                }
                 None => return Ok(()),
             }
         };
@@ -111,6 +118,8 @@ pub(crate) trait Source {
     async fn next_batch(&mut self, out: &mut Vec<Outbound>, max: usize) -> Option<()>;
     /// Takes what is queued now.
     fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize;
+    /// Hands back a written frame's buffer.
+    fn recycle(&mut self, buf: Vec<u8>);
 }
 
 impl Source for OutboundQueue {
@@ -120,6 +129,9 @@ impl Source for OutboundQueue {
     fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
         OutboundQueue::take_ready(self, out, max)
     }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        OutboundQueue::recycle(self, buf)
+    }
 }
 
 impl Source for Lane {
@@ -128,6 +140,9 @@ impl Source for Lane {
     }
     fn take_ready(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
         Lane::take_ready(self, out, max)
+    }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        Lane::recycle(self, buf)
     }
 }
 
@@ -170,6 +185,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                             continue;
                         }
                         write_frame(w, &bytes).await?;
+                        queue.recycle(bytes);
                         // Past this much, return it before writing on: a
                         // sender waiting for budget must not wait for a
                         // batch of large frames.

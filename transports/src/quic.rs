@@ -373,6 +373,9 @@ impl crate::framing::Source for Prefixed {
         out.append(&mut self.first);
         n + self.lane.take_ready(out, max)
     }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        self.lane.recycle(buf);
+    }
 }
 
 impl Transport for QuicTransport {

@@ -36,6 +36,7 @@
 
 use super::config::RuntimeConfig;
 use super::handle::{Command, ConnStatus, NodeError, NodeEvent, NodeState, NodeStatus, RpcReply};
+use super::pool::FramePool;
 use super::transport::{
     ConnEvent, Connection, Credit, DialError, FrameSink, Lanes, Outbound, Transport,
 };
@@ -243,6 +244,8 @@ pub(crate) struct Driver {
     /// The clock, read once per wake-up (see [`now`](Self::now)).
     tick: Option<Instant>,
     state: Arc<NodeState>,
+    /// Written frames' buffers, for the next sends.
+    pool: Arc<FramePool>,
 }
 
 /// A connection this node closed, its writer still flushing: the frames
@@ -278,6 +281,7 @@ impl Driver {
         app_tx: mpsc::Sender<NodeEvent>,
         listen_addrs: Vec<Address>,
         state: Arc<NodeState>,
+        pool: Arc<FramePool>,
     ) -> Self {
         Driver {
             net,
@@ -301,6 +305,7 @@ impl Driver {
             closing: HashMap::new(),
             tick: None,
             state,
+            pool,
         }
     }
 
@@ -594,7 +599,7 @@ impl Driver {
                     c.node,
                     c.addr
                 );
-                let (lanes, queue) = Lanes::new();
+                let (lanes, queue) = Lanes::new(self.pool.clone());
                 lanes.data(Outbound::Close(reason.to_string()));
                 drop(lanes);
                 tokio::spawn(async move {
@@ -605,7 +610,7 @@ impl Driver {
     }
 
     fn register(&mut self, conn: ConnId, c: Connection) {
-        let (lanes, queue) = Lanes::new();
+        let (lanes, queue) = Lanes::new(self.pool.clone());
         let sink = FrameSink {
             conn,
             tx: self.ev_tx.clone(),

@@ -168,6 +168,7 @@ pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) state: Arc<NodeState>,
     pub(crate) rpc_timeout: Duration,
+    pub(crate) pool: Arc<super::pool::FramePool>,
 }
 
 /// The node's events for the application.
@@ -266,7 +267,7 @@ impl NodeHandle {
                 max: self.max_payload,
             }));
         }
-        let mut frame = Vec::with_capacity(HEADER_LEN + len);
+        let mut frame = self.pool.take(HEADER_LEN + len);
         frame.resize(HEADER_LEN, 0);
         let frame = postcard::to_extend(msg, frame).map_err(encode)?;
         let want = u32::try_from(frame.len().min(self.budget_max)).unwrap_or(u32::MAX);

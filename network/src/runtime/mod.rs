@@ -51,6 +51,7 @@
 mod config;
 mod driver;
 mod handle;
+mod pool;
 mod transport;
 
 pub use config::RuntimeConfig;
@@ -90,6 +91,7 @@ impl Node {
         }
         network.set_local_addrs(listen_addrs.clone());
         let state = Arc::new(NodeState::default());
+        let pool = Arc::new(pool::FramePool::default());
         let node = network.local_node();
         let handle = NodeHandle {
             node,
@@ -102,6 +104,7 @@ impl Node {
             tx: cmd_tx,
             state: state.clone(),
             rpc_timeout: config.rpc_timeout,
+            pool: pool.clone(),
         };
         log::info!(
             "node {node}: running, listening on {}",
@@ -121,6 +124,7 @@ impl Node {
             app_tx,
             listen_addrs,
             state.clone(),
+            pool,
         );
         let task = tokio::spawn(driver.run(cmd_rx, ev_rx, in_rx));
         tokio::spawn(async move {

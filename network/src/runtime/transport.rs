@@ -2,6 +2,7 @@
 //! and accepts, and hands over only authenticated [`Connection`]s, each a
 //! [`FrameWriter`] and a [`FrameReader`] that the runtime runs as tasks.
 
+use super::pool::{FramePool, Recycler};
 use crate::{Address, ConnId, NodeId, OutgoingConnectionError};
 use std::fmt;
 use std::future::Future;
@@ -117,6 +118,7 @@ pub struct OutboundQueue {
     pub(crate) control: mpsc::UnboundedReceiver<Outbound>,
     pub(crate) data: mpsc::UnboundedReceiver<Outbound>,
     pub(crate) depth: Arc<LaneDepth>,
+    pub(crate) recycler: Recycler,
 }
 
 /// One lane of an [`OutboundQueue`], for a transport that writes the two
@@ -126,12 +128,19 @@ pub struct Lane {
     rx: mpsc::UnboundedReceiver<Outbound>,
     depth: Arc<LaneDepth>,
     control: bool,
+    recycler: Recycler,
 }
 
 impl Lane {
     /// Whether this is the control lane.
     pub fn is_control(&self) -> bool {
         self.control
+    }
+
+    /// Hands back a written frame's buffer (see
+    /// [`OutboundQueue::recycle`]).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.recycler.recycle(buf);
     }
 
     fn taken(&self) {
@@ -190,7 +199,7 @@ pub(crate) struct Lanes {
 
 impl Lanes {
     /// A connection's lanes and the queue its writer drains.
-    pub(crate) fn new() -> (Lanes, OutboundQueue) {
+    pub(crate) fn new(pool: Arc<FramePool>) -> (Lanes, OutboundQueue) {
         let (ctx, crx) = mpsc::unbounded_channel();
         let (dtx, drx) = mpsc::unbounded_channel();
         let depth = Arc::new(LaneDepth::default());
@@ -204,6 +213,7 @@ impl Lanes {
                 control: crx,
                 data: drx,
                 depth,
+                recycler: Recycler::new(pool),
             },
         )
     }
@@ -240,13 +250,22 @@ impl OutboundQueue {
                 rx: self.control,
                 depth: self.depth.clone(),
                 control: true,
+                recycler: Recycler::new(self.recycler.pool()),
             },
             Lane {
                 rx: self.data,
                 depth: self.depth,
                 control: false,
+                recycler: self.recycler,
             },
         )
+    }
+
+    /// Hands back a written frame's buffer, for the node's next sends to
+    /// reuse (what the node's bounded pool has no room for is freed).
+    /// Optional: a writer that drops its frames loses only the reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.recycler.recycle(buf);
     }
 
     /// Waits for the next item and takes up to `max` already queued ones
@@ -312,6 +331,14 @@ impl FrameBatch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty batch with room for `bytes` of frames and `frames` frames.
+    pub fn with_capacity(bytes: usize, frames: usize) -> Self {
+        FrameBatch {
+            buf: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(frames),
+        }
     }
 
     /// A batch of one frame, taking its buffer (no copy); more frames may
