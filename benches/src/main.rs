@@ -168,6 +168,26 @@ enum Workload {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// One node receiving from several peers at once (1, 2, 4 by default):
+    /// its throughput, how busy its driver task was, and the cores the
+    /// process used, per number of peers.
+    Fanin {
+        /// Transport.
+        #[arg(long, value_enum)]
+        transport: workload::Kind,
+        /// Numbers of peers sending at once, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        peers: Vec<usize>,
+        /// Messages per peer.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Message body bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Runs per number of peers.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// A handshake flood against a real listener on 127.0.0.1: N
     /// connections stalled at one stage of the handshake are held open,
     /// then an honest peer dials. Time to connect (median, min, max over
@@ -864,6 +884,13 @@ fn main() {
             size,
             runs,
         } => done(rt().block_on(relay::relay(transport, n, size, runs))),
+        Workload::Fanin {
+            transport,
+            peers,
+            n,
+            size,
+            runs,
+        } => done(rt().block_on(relay::fanin(transport, &peers, n, size, runs))),
         Workload::Flood { stall, n, runs } => done(rt().block_on(flood_workload(stall, n, runs))),
         Workload::Soak {
             soak_secs,

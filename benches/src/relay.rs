@@ -168,3 +168,79 @@ pub(crate) async fn relay(kind: Kind, n: usize, size: usize, runs: usize) -> io:
     }
     Ok(())
 }
+
+/// Process CPU time so far (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// One node receiving from 1, 2, 4 … peers at once: the receiver's
+/// throughput, how busy its driver was (its share of wall time), and the
+/// cores the whole process used, per peer count (medians of runs).
+pub(crate) async fn fanin(
+    kind: Kind,
+    peers: &[usize],
+    n: usize,
+    size: usize,
+    runs: usize,
+) -> io::Result<()> {
+    let most = peers.iter().copied().max().unwrap_or(1).max(1);
+    let mut r = node(kind).await?;
+    let mut senders = Vec::new();
+    for _ in 0..most {
+        let mut s = node(kind).await?;
+        link(&mut s, &r).await?;
+        let rid = r.h.node_id();
+        s.router.set_route(rid, rid, 1);
+        senders.push(s);
+    }
+    let mut line = format!(
+        "workload=fanin transport={} n_per_peer={n} size={size} runs={}",
+        format!("{kind:?}").to_lowercase(),
+        runs.max(1)
+    );
+    for &k in peers {
+        let k = k.clamp(1, most);
+        let (mut rate, mut busy, mut cores) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs.max(1) {
+            let hs: Vec<(&NodeHandle, usize)> = senders[..k].iter().map(|s| (&s.h, n)).collect();
+            let b0 = r.h.status().await.map_err(io::Error::other)?.driver_busy;
+            let c0 = cpu_time();
+            let (t, _) = run(&mut r, &hs, size).await?;
+            let b1 = r.h.status().await.map_err(io::Error::other)?.driver_busy;
+            let c1 = cpu_time();
+            let secs = t.as_secs_f64();
+            rate.push((k * n) as f64 / secs);
+            busy.push((b1 - b0).as_secs_f64() / secs);
+            cores.push((c1 - c0).as_secs_f64() / secs);
+        }
+        let (rate, rmin, rmax) = crate::spread(&mut rate);
+        let (busy, _, _) = crate::spread(&mut busy);
+        let (cores, _, _) = crate::spread(&mut cores);
+        println!(
+            "peers={k} received_msgs_per_s_median={rate:.0} min={rmin:.0} max={rmax:.0} \
+             receiver_driver_busy={busy:.2} process_cores_used={cores:.2}"
+        );
+        line += &format!(" peers{k}_msgs_per_s={rate:.0} peers{k}_driver_busy={busy:.2}");
+    }
+    println!("{line}");
+    let mut drops = 0;
+    for x in std::iter::once(&r).chain(&senders) {
+        let st = x.h.status().await.map_err(io::Error::other)?;
+        drops += st.stats.dropped + st.app_events_dropped;
+    }
+    println!("dropped_anywhere={drops}");
+    for x in std::iter::once(r).chain(senders) {
+        x.h.shutdown().await.map_err(io::Error::other)?;
+    }
+    Ok(())
+}

@@ -33,6 +33,15 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> io::Result<Option<Vec<u8>>> {
+    read_frame_into(r, max, Vec::with_capacity).await
+}
+
+/// [`read_frame`] into a buffer `alloc` gives for the frame's length.
+async fn read_frame_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    alloc: impl FnOnce(usize) -> Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -45,7 +54,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
     // Read into spare capacity: no zero-filling of a buffer about to be
     // overwritten.
-    let mut buf = Vec::with_capacity(len);
+    let mut buf = alloc(len);
     r.take(len as u64).read_to_end(&mut buf).await?;
     if buf.len() < len {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -71,17 +80,17 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
         // Room for what is buffered, so the batch is allocated once.
         let room = |r: &BufReader<R>| r.buffer().len().min(PACK_BYTES);
         let mut batch = if complete_frame(r.buffer()).is_some() {
-            FrameBatch::with_capacity(room(r), BATCH)
+            sink.batch(room(r), BATCH)
         } else {
             // Not all buffered yet: wait for it. A large frame is read
             // straight into the buffer it travels in.
-            match read_frame(r, max).await? {
-                Some(f) if f.len() > PACK_BYTES / 4 => FrameBatch::from_frame(f),
-                Some(f) => {
-                    let mut b = FrameBatch::with_capacity(f.len() + room(r), BATCH);
-                    b.push(&f);
-                    b
-                }
+            // A small one, into a buffer with room for the frames behind it.
+            let alloc = |len: usize| match len > PACK_BYTES / 4 {
+                true => sink.buffer(len),
+                false => sink.buffer(len + PACK_BYTES / 8),
+            };
+            match read_frame_into(r, max, alloc).await? {
+                Some(f) => FrameBatch::from_frame(f),
                 None => return Ok(()),
             }
         };

@@ -284,6 +284,7 @@ async fn shutdown_all<'a>(nodes: impl IntoIterator<Item = &'a TestNode>) {
 }
 
 async fn ping_measures_rtt(kind: Kind) {
+    let started = tokio::time::Instant::now();
     let mut v = nodes(kind, 2).await;
     let (a, b) = v.split_at_mut(1);
     link(&mut a[0], &mut b[0]).await;
@@ -304,6 +305,11 @@ async fn ping_measures_rtt(kind: Kind) {
     let status = a[0].handle.status().await.unwrap();
     assert_eq!(status.connections.len(), 1);
     assert!(status.connections[0].rtt.is_some(), "status shows the RTT");
+    // The driver worked (a connection, pings), and far less than the wall
+    // time the test took: it mostly waited.
+    let busy = status.driver_busy;
+    assert!(busy > Duration::ZERO, "{busy:?}");
+    assert!(busy < started.elapsed(), "{busy:?}");
     shutdown_all(&v).await;
 }
 

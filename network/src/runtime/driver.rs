@@ -51,6 +51,8 @@ use tokio::task::JoinHandle;
 
 /// Most application commands applied per wake-up of the driver.
 const COMMAND_BURST: usize = 256;
+/// Most batches of frames from connections handled per wake-up.
+const EVENT_BURST: usize = 16;
 
 #[allow(clippy::disallowed_methods)] // the runtime is where real time enters
 pub(crate) fn clock() -> std::time::Instant {
@@ -243,6 +245,9 @@ pub(crate) struct Driver {
     closing: HashMap<ConnId, Closing>,
     /// The clock, read once per wake-up (see [`now`](Self::now)).
     tick: Option<Instant>,
+    /// When it last woke, and the time it spent working, not waiting.
+    woke: Instant,
+    busy_us: u64,
     state: Arc<NodeState>,
     /// Written frames' buffers, for the next sends.
     pool: Arc<FramePool>,
@@ -304,9 +309,19 @@ impl Driver {
             ack_at: None,
             closing: HashMap::new(),
             tick: None,
+            woke: Instant::ZERO,
+            busy_us: 0,
             state,
             pool,
         }
+    }
+
+    /// Woken: reads the clock for what it handles now.
+    fn wake(&mut self) {
+        self.tick = None;
+        let now = self.now();
+        self.tick = Some(now);
+        self.woke = now;
     }
 
     /// Now: the clock read at the start of this wake-up's batch, if one is
@@ -372,23 +387,33 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
-            // The wait may be long: what it wakes for reads the clock anew.
+            // Busy until here since it woke; the wait may be long, so what
+            // it wakes for reads the clock anew.
             self.tick = None;
+            let idle = self.now();
+            self.busy_us += idle.as_micros().saturating_sub(self.woke.as_micros());
             tokio::select! {
                 biased;
                 ev = events.recv() => {
-                    self.tick = Some(self.now());
+                    self.wake();
                     // The driver holds a sender itself, so this never ends.
+                    // Take what else is queued too (bounded, for fairness).
                     if let Some(ev) = ev { self.on_event(ev); }
+                    for _ in 1..EVENT_BURST {
+                        let Ok(ev) = events.try_recv() else { break };
+                        self.on_event(ev);
+                    }
                 }
                 conn = incoming.recv() => {
+                    self.wake();
                     if let Some(conn) = conn { self.on_incoming(conn); }
                 }
                 permit = room => {
+                    self.wake();
                     self.app_room(permit);
                 }
                 cmd = commands.recv() => {
-                    self.tick = Some(self.now());
+                    self.wake();
                     // Take what is already queued too (bounded, for
                     // fairness): one wake-up per burst, not per command.
                     let mut next = cmd;
@@ -410,14 +435,17 @@ impl Driver {
                     }
                 }
                 () = timer => {
+                    self.wake();
                     let now = self.now();
                     self.net.handle_timeout(now);
                     self.drain();
                 }
                 () = stall => {
+                    self.wake();
                     self.expire_stalled();
                 }
                 () = ack => {
+                    self.wake();
                     self.chores();
                 }
             }
@@ -495,6 +523,7 @@ impl Driver {
                     }
                     true
                 });
+                frames.recycle(&self.pool);
             }
             ConnEvent::Frames { conn, frames } => {
                 frames.for_each(|f| {
@@ -515,6 +544,7 @@ impl Driver {
                     self.returns.extend(self.charge.take());
                     true
                 });
+                frames.recycle(&self.pool);
                 self.grant_returns();
                 self.confirm_received(conn);
             }
@@ -614,6 +644,7 @@ impl Driver {
         let sink = FrameSink {
             conn,
             tx: self.ev_tx.clone(),
+            pool: self.pool.clone(),
         };
         let closed = self.ev_tx.clone();
         let reader = tokio::spawn(async move {
@@ -737,6 +768,7 @@ impl Driver {
             failed_services: self.net.failed_services(),
             stats: self.net.stats(),
             app_events_dropped: self.app_dropped,
+            driver_busy: Duration::from_micros(self.busy_us),
         }
     }
 

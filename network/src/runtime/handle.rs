@@ -85,6 +85,11 @@ pub struct NodeStatus {
     pub stats: NetworkStats,
     /// Application events dropped because the application did not keep up.
     pub app_events_dropped: u64,
+    /// Time the node's driver (the one task that runs the core) has spent
+    /// working since the node started, as opposed to waiting for input:
+    /// its share of wall time is how close the node is to what one core
+    /// can do.
+    pub driver_busy: Duration,
 }
 
 /// Why a [`NodeHandle`] call failed.

@@ -384,6 +384,14 @@ pub(crate) enum Frames {
 }
 
 impl Frames {
+    /// Hands the buffers back to `pool` for the next reads.
+    pub(crate) fn recycle(self, pool: &FramePool) {
+        match self {
+            Frames::Each(mut v) => pool.give(&mut v),
+            Frames::Packed(b) => pool.give_one(b.buf),
+        }
+    }
+
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8]) -> bool) {
         match self {
             Frames::Each(v) => {
@@ -426,6 +434,7 @@ pub(crate) enum ConnEvent {
 pub struct FrameSink {
     pub(crate) conn: ConnId,
     pub(crate) tx: mpsc::Sender<ConnEvent>,
+    pub(crate) pool: Arc<FramePool>,
 }
 
 impl FrameSink {
@@ -433,6 +442,22 @@ impl FrameSink {
     /// `Err` when the node is gone: stop reading.
     pub async fn deliver(&self, frames: Vec<Vec<u8>>) -> Result<(), ()> {
         self.send(Frames::Each(frames)).await
+    }
+
+    /// An empty buffer with room for `cap` bytes to read a frame into:
+    /// one the node has handled and handed back, when one is free (no
+    /// allocation, no fresh pages), else a new one.
+    pub fn buffer(&self, cap: usize) -> Vec<u8> {
+        self.pool.take(cap)
+    }
+
+    /// An empty [`FrameBatch`] with room for `bytes` of frames, its buffer
+    /// from [`buffer`](Self::buffer).
+    pub fn batch(&self, bytes: usize, frames: usize) -> FrameBatch {
+        FrameBatch {
+            buf: self.pool.take(bytes),
+            ends: Vec::with_capacity(frames),
+        }
     }
 
     /// [`deliver`](Self::deliver) for frames packed in one buffer.
@@ -510,4 +535,28 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Connection, DialError>>;
     /// Stops accepting and releases the sockets.
     fn shutdown(&self) -> BoxFuture<'static, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_yields_its_frames_in_order() {
+        let mut b = FrameBatch::from_frame(b"first".to_vec());
+        b.push(b"");
+        b.push(b"third");
+        assert_eq!((b.len(), b.bytes()), (3, 10));
+        let frames: Vec<&[u8]> = b.iter().collect();
+        assert_eq!(frames, [&b"first"[..], b"", b"third"]);
+        let e = FrameBatch::with_capacity(64, 2);
+        assert!(e.is_empty() && e.iter().next().is_none());
+        // Frames::for_each stops when asked.
+        let mut seen = 0;
+        Frames::Packed(b).for_each(|_| {
+            seen += 1;
+            seen < 2
+        });
+        assert_eq!(seen, 2);
+    }
 }
