@@ -7,14 +7,14 @@
 
 use plexus_network::runtime::{Credit, FrameBatch, FrameSink, Lane, Outbound, OutboundQueue};
 use std::io;
-use std::pin::Pin;
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use std::ops::Range;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Frames taken from the read buffer before handing a batch to the core.
+/// Frames a writer takes from its queue at a time.
 const BATCH: usize = 64;
 
-/// A batch packs frames up to this many bytes (past one frame).
-const PACK_BYTES: usize = 256 * 1024;
+/// A reader's buffer: at least this large, more for a larger frame.
+const READ_BUF: usize = 64 * 1024;
 
 /// A writer returns the credit of frames it wrote at least this often (in
 /// bytes), even while its batch goes on.
@@ -29,18 +29,10 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) 
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before a frame.
+/// For handshakes; a connection's frames go through [`read_loop`].
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
-) -> io::Result<Option<Vec<u8>>> {
-    read_frame_into(r, max, Vec::with_capacity).await
-}
-
-/// [`read_frame`] into a buffer `alloc` gives for the frame's length.
-async fn read_frame_into<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-    alloc: impl FnOnce(usize) -> Vec<u8>,
 ) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -54,7 +46,7 @@ async fn read_frame_into<R: AsyncRead + Unpin>(
     }
     // Read into spare capacity: no zero-filling of a buffer about to be
     // overwritten.
-    let mut buf = alloc(len);
+    let mut buf = Vec::with_capacity(len);
     r.take(len as u64).read_to_end(&mut buf).await?;
     if buf.len() < len {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -62,53 +54,68 @@ async fn read_frame_into<R: AsyncRead + Unpin>(
     Ok(Some(buf))
 }
 
-/// The length of the complete frame `buf` starts with, if it does.
-fn complete_frame(buf: &[u8]) -> Option<usize> {
-    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    (buf.len() - 4 >= len).then_some(len)
+/// The complete frames at the start of `buf`, as ranges of their bodies,
+/// and the bytes it holds past them: `Err` if a length is over `max`.
+/// Also returns the size (prefix included) of the incomplete frame that
+/// follows, once its length is known.
+fn split_frames(buf: &[u8], max: usize) -> io::Result<(Vec<Range<usize>>, usize, Option<usize>)> {
+    let mut spans = Vec::new();
+    let mut pos = 0;
+    while let Some(prefix) = buf.get(pos..pos + 4) {
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > max {
+            return Err(oversized(len, max));
+        }
+        if buf.len() - pos - 4 < len {
+            return Ok((spans, pos, Some(4 + len)));
+        }
+        spans.push(pos + 4..pos + 4 + len);
+        pos += 4 + len;
+    }
+    Ok((spans, pos, None))
 }
 
-/// Reads frames from `r` into `sink` until the stream ends, in batches of
-/// what is already buffered, packed into one buffer per batch (one
-/// allocation per batch, not per frame).
+/// Reads frames from `r` into `sink` until the stream ends. Bytes are read
+/// straight into a buffer from the node's pool and the complete frames in
+/// it go to the core as one batch, in place: no copy between the stream
+/// and the core, no allocation per frame. The incomplete frame at the end
+/// of a read moves to the next buffer, which has room for all of it.
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
+    r: &mut R,
     max: usize,
     sink: &FrameSink,
 ) -> io::Result<()> {
+    let mut buf = sink.buffer(READ_BUF);
     loop {
-        // Room for what is buffered, so the batch is allocated once.
-        let room = |r: &BufReader<R>| r.buffer().len().min(PACK_BYTES);
-        let mut batch = if complete_frame(r.buffer()).is_some() {
-            sink.batch(room(r), BATCH)
-        } else {
-            // Not all buffered yet: wait for it. A large frame is read
-            // straight into the buffer it travels in.
-            // A small one, into a buffer with room for the frames behind it.
-            let alloc = |len: usize| match len > PACK_BYTES / 4 {
-                true => sink.buffer(len),
-                false => sink.buffer(len + PACK_BYTES / 8),
-            };
-            match read_frame_into(r, max, alloc).await? {
-                Some(f) => FrameBatch::from_frame(f),
-                None => return Ok(()),
+        let (spans, used, need) = split_frames(&buf, max)?;
+        if !spans.is_empty() {
+            let mut next = sink.buffer(need.unwrap_or(0).max(READ_BUF));
+            next.extend_from_slice(&buf[used..]);
+            buf.truncate(used);
+            let full = std::mem::replace(&mut buf, next);
+            let batch = FrameBatch::from_parts(full, spans)
+                .ok_or_else(|| io::Error::other("frame spans outside the read buffer"))?;
+            if sink.deliver_batch(batch).await.is_err() {
+                return Ok(()); // the node is gone
             }
-        };
-        while batch.len() < BATCH {
-            let Some(len) = complete_frame(r.buffer()) else {
-                break;
-            };
-            if len > max {
-                return Err(oversized(len, max));
-            }
-            if !batch.is_empty() && batch.bytes() + len > PACK_BYTES {
-                break;
-            }
-            batch.push(&r.buffer()[4..4 + len]);
-            Pin::new(&mut *r).consume(4 + len);
+            continue;
         }
-        if sink.deliver_batch(batch).await.is_err() {
-            return Ok(()); // the node is gone
+        // Room for the whole of the next frame, or a buffer's worth.
+        let want = need.unwrap_or(READ_BUF).max(buf.len() + READ_BUF / 4);
+        if buf.capacity() < want {
+            buf.reserve(want - buf.len());
+        }
+        if r.read_buf(&mut buf).await? == 0 {
+            return match buf.is_empty() {
+                true => Ok(()),
+                false => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "stream ended inside a frame ({} bytes of it read)",
+                        buf.len()
+                    ),
+                )),
+            };
         }
     }
 }
@@ -175,6 +182,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         // go once the batch is flushed.
         let mut held: Option<Credit> = None;
         loop {
+            let several = batch.len() > 1;
             for item in batch.drain(..) {
                 match item {
                     Outbound::Frame {
@@ -211,10 +219,14 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                     }
                 }
             }
-            // Before flushing (one syscall, one TLS record), give the
-            // producer one turn to queue more: a stream then writes full
-            // buffers, an idle connection pays one scheduler pass.
+            // Before flushing (one syscall, one TLS record), when a stream
+            // is on (this batch had several frames), give the producer one
+            // turn to queue more, so a stream writes full buffers; a lone
+            // frame (a request, an answer) is flushed at once.
             if queue.take_ready(&mut batch, BATCH) == 0 {
+                if !several {
+                    break;
+                }
                 tokio::task::yield_now().await;
                 if queue.take_ready(&mut batch, BATCH) == 0 {
                     break;
@@ -245,9 +257,18 @@ mod tests {
         let err = read_frame(&mut &big[..], 99).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("oversized"));
-        assert_eq!(complete_frame(&big), Some(100));
-        assert_eq!(complete_frame(&big[..50]), None);
-        assert_eq!(complete_frame(&big[..3]), None);
+        // Two frames and part of a third: the two, where the third starts,
+        // and how much the third needs.
+        let mut three = Vec::new();
+        write_frame(&mut three, b"ab").await.unwrap();
+        write_frame(&mut three, b"").await.unwrap();
+        write_frame(&mut three, &[9u8; 10]).await.unwrap();
+        let (spans, used, need) = split_frames(&three[..three.len() - 3], 16).unwrap();
+        assert_eq!((spans, used, need), (vec![4..6, 10..10], 10, Some(14)));
+        assert_eq!(split_frames(&three, 16).unwrap().2, None);
+        assert_eq!(split_frames(&three[..2], 16).unwrap(), (vec![], 0, None));
+        let err = split_frames(&big, 99).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
 
         let truncated = &big[..60];
         let err = read_frame(&mut &truncated[..], 1000).await.unwrap_err();

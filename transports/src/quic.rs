@@ -41,7 +41,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -219,18 +219,14 @@ fn connection(
             max,
             close_timeout: config.close_timeout,
         }),
-        reader: Box::new(Reader {
-            conn,
-            recv: BufReader::with_capacity(64 * 1024, recv),
-            max,
-        }),
+        reader: Box::new(Reader { conn, recv, max }),
         rtt: Some(Arc::new(move || rtt_conn.rtt())),
     }
 }
 
 struct Reader {
     conn: quinn::Connection,
-    recv: BufReader<quinn::RecvStream>,
+    recv: quinn::RecvStream,
     max: usize,
 }
 
@@ -243,7 +239,7 @@ async fn control_stream(conn: quinn::Connection, max: usize, sink: FrameSink) ->
         // The connection is closing: the data stream's reader says why.
         Err(_) => return std::future::pending().await,
     };
-    let mut recv = BufReader::with_capacity(16 * 1024, recv);
+    let mut recv = recv;
     read_loop(&mut recv, max, &sink).await?;
     // The peer finished its control stream (closing): the data stream
     // ends the connection.

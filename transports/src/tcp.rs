@@ -26,7 +26,7 @@ use rustls::pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -144,16 +144,13 @@ fn connection(tls: Tls, node: NodeId, remote: SocketAddr, max: usize) -> Connect
             w: BufWriter::with_capacity(64 * 1024, w),
             max,
         }),
-        reader: Box::new(Reader {
-            r: BufReader::with_capacity(64 * 1024, r),
-            max,
-        }),
+        reader: Box::new(Reader { r, max }),
         rtt: None,
     }
 }
 
 struct Reader<R> {
-    r: BufReader<R>,
+    r: R,
     max: usize,
 }
 

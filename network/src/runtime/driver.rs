@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 /// Most application commands applied per wake-up of the driver.
 const COMMAND_BURST: usize = 256;
 /// Most batches of frames from connections handled per wake-up.
-const EVENT_BURST: usize = 16;
+const EVENT_BURST: usize = 4;
 
 #[allow(clippy::disallowed_methods)] // the runtime is where real time enters
 pub(crate) fn clock() -> std::time::Instant {

@@ -7,6 +7,7 @@ use crate::{Address, ConnId, NodeId, OutgoingConnectionError};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,13 +319,14 @@ impl OutboundQueue {
     }
 }
 
-/// Frames read from a connection, packed back to back in one buffer: a
-/// reader hands over a batch with one allocation instead of one per frame.
+/// Frames read from a connection, in one buffer: a reader hands over a
+/// batch with one allocation instead of one per frame, and may hand over
+/// the very buffer it read into, with where each frame lies in it.
 #[derive(Debug, Default)]
 pub struct FrameBatch {
     buf: Vec<u8>,
-    /// Where each frame ends in `buf`.
-    ends: Vec<usize>,
+    /// Where each frame lies in `buf`, in order.
+    spans: Vec<Range<usize>>,
 }
 
 impl FrameBatch {
@@ -337,42 +339,52 @@ impl FrameBatch {
     pub fn with_capacity(bytes: usize, frames: usize) -> Self {
         FrameBatch {
             buf: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(frames),
+            spans: Vec::with_capacity(frames),
         }
     }
 
     /// A batch of one frame, taking its buffer (no copy); more frames may
     /// be pushed after it.
     pub fn from_frame(frame: Vec<u8>) -> Self {
-        let ends = vec![frame.len()];
-        FrameBatch { buf: frame, ends }
+        let spans = vec![0..frame.len()];
+        FrameBatch { buf: frame, spans }
+    }
+
+    /// The frames lying in `buf` at `spans` (a read buffer, with the
+    /// length prefixes between them): `None` if a span is not inside it.
+    pub fn from_parts(buf: Vec<u8>, spans: Vec<Range<usize>>) -> Option<Self> {
+        spans
+            .iter()
+            .all(|r| r.start <= r.end && r.end <= buf.len())
+            .then_some(FrameBatch { buf, spans })
     }
 
     /// Appends a frame.
     pub fn push(&mut self, frame: &[u8]) {
+        let start = self.buf.len();
         self.buf.extend_from_slice(frame);
-        self.ends.push(self.buf.len());
+        self.spans.push(start..self.buf.len());
     }
 
     /// Frames in the batch.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     /// Whether it holds no frame.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
     /// Bytes of all its frames.
     pub fn bytes(&self) -> usize {
-        self.buf.len()
+        self.spans.iter().map(|r| r.len()).sum()
     }
 
     /// The frames, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(&self.ends).map(|(a, &b)| &self.buf[a..b])
+        // The spans were checked against the buffer, which only grows.
+        self.spans.iter().filter_map(|r| self.buf.get(r.clone()))
     }
 }
 
@@ -456,7 +468,7 @@ impl FrameSink {
     pub fn batch(&self, bytes: usize, frames: usize) -> FrameBatch {
         FrameBatch {
             buf: self.pool.take(bytes),
-            ends: Vec::with_capacity(frames),
+            spans: Vec::with_capacity(frames),
         }
     }
 
@@ -551,6 +563,15 @@ mod tests {
         assert_eq!(frames, [&b"first"[..], b"", b"third"]);
         let e = FrameBatch::with_capacity(64, 2);
         assert!(e.is_empty() && e.iter().next().is_none());
+        // Frames in place in a read buffer, prefixes between them.
+        let read = b"\0\0\0\x02ab\0\0\0\x01c".to_vec();
+        let p = FrameBatch::from_parts(read.clone(), vec![4..6, 10..11]).unwrap();
+        assert_eq!(p.iter().collect::<Vec<_>>(), [&b"ab"[..], b"c"]);
+        assert_eq!(p.bytes(), 3);
+        assert!(FrameBatch::from_parts(read.clone(), vec![4..12]).is_none());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = vec![6..4];
+        assert!(FrameBatch::from_parts(read, reversed).is_none());
         // Frames::for_each stops when asked.
         let mut seen = 0;
         Frames::Packed(b).for_each(|_| {
