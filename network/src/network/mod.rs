@@ -177,6 +177,10 @@ pub struct Network {
     /// Drop notices to send at the end of the input: the dropped
     /// message's header, the reason's code, how many such messages.
     pending_notices: Vec<(Header, u8, u32)>,
+    /// Where forwarded frames' buffers come from under the tokio runtime
+    /// (its pool of written frames' buffers), else fresh allocations.
+    #[cfg(feature = "runtime")]
+    pub(crate) buffers: Option<Arc<crate::runtime::pool::FramePool>>,
 }
 
 /// Distinct drop notices one input may coalesce; past it, suppressed.
@@ -243,6 +247,8 @@ impl Network {
             stats: NetworkStats::default(),
             notices: (0, 0),
             pending_notices: Vec::new(),
+            #[cfg(feature = "runtime")]
+            buffers: None,
         };
         // The first input starts the behaviours: a core timer due at once.
         net.timers.set(START, Instant::ZERO);
@@ -569,7 +575,8 @@ impl Network {
                 if h.ttl <= 1 {
                     self.drop_msg(&h, DropReason::TtlExpired);
                 } else {
-                    let mut out = bytes.to_vec();
+                    let mut out = self.buffer(bytes.len());
+                    out.extend_from_slice(bytes);
                     wire::set_ttl(&mut out, h.ttl - 1);
                     self.stats.forwarded += 1;
                     log::trace!(
@@ -583,6 +590,15 @@ impl Network {
             }
             RouteAction::Reject(r) => self.drop_msg(&h, DropReason::Rejected(r)),
         }
+    }
+
+    /// An empty buffer for a frame of `len` bytes.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        #[cfg(feature = "runtime")]
+        if let Some(pool) = &self.buffers {
+            return pool.take(len);
+        }
+        Vec::with_capacity(len)
     }
 
     /// The application sends `msg` to the behaviour of `service` on the

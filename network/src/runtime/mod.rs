@@ -51,7 +51,7 @@
 mod config;
 mod driver;
 mod handle;
-mod pool;
+pub(crate) mod pool;
 mod transport;
 
 pub use config::RuntimeConfig;
@@ -92,6 +92,7 @@ impl Node {
         network.set_local_addrs(listen_addrs.clone());
         let state = Arc::new(NodeState::default());
         let pool = Arc::new(pool::FramePool::default());
+        network.buffers = Some(pool.clone());
         let node = network.local_node();
         let handle = NodeHandle {
             node,
