@@ -876,6 +876,48 @@ async fn a_slow_application_loses_nothing(kind: Kind) {
     shutdown_all([&a, &b]).await;
 }
 
+/// An application that takes its events in batches gets every message's
+/// event once, in order.
+async fn events_in_batches_arrive_in_order(kind: Kind) {
+    let mut v = nodes(kind, 2).await;
+    let (l, r) = v.split_at_mut(1);
+    let (a, b) = (&mut l[0], &mut r[0]);
+    link(a, b).await;
+    let bid = b.id();
+    a.router.set_route(bid, bid, 1);
+    const N: u64 = 2_000;
+    let sender = {
+        let h = a.handle.clone();
+        tokio::spawn(async move {
+            for tag in 0..N {
+                let msg = Tagged {
+                    tag,
+                    body: vec![3; 100],
+                };
+                h.send(PROBE, RouteRule::Node(bid), &msg).await.unwrap();
+            }
+        })
+    };
+    let (mut next, mut batch) = (0, Vec::new());
+    while next < N {
+        let got = tokio::time::timeout(WAIT, b.events.next_batch(&mut batch, 64))
+            .await
+            .expect("events within the timeout");
+        assert!(got > 0 && got <= 64 && got == batch.len(), "{got}");
+        for ev in batch.drain(..) {
+            if let NodeEvent::Behaviour(e) = ev {
+                if let Some(Seen::Received { tag, .. }) = e.downcast_ref::<Seen>() {
+                    assert_eq!(*tag, next, "in order, none missing");
+                    next += 1;
+                }
+            }
+        }
+    }
+    sender.await.unwrap();
+    assert_eq!(b.events.next_batch(&mut batch, 0).await, 0);
+    shutdown_all(&v).await;
+}
+
 /// Dialling something that accepts but never completes a handshake fails
 /// with a timeout after `RuntimeConfig::handshake_timeout`.
 async fn dial_handshake_times_out(kind: Kind) {
@@ -1027,4 +1069,5 @@ over! {
     a_relay_slows_the_sender_instead_of_dropping: Quic, Tcp, Mem;
     a_slow_application_loses_nothing: Quic, Tcp, Mem;
     a_next_hop_that_dies_loses_nothing_silently: Quic, Tcp, Mem;
+    events_in_batches_arrive_in_order: Quic, Tcp, Mem;
 }

@@ -187,6 +187,14 @@ impl NodeEvents {
     pub async fn next(&mut self) -> Option<NodeEvent> {
         self.rx.recv().await
     }
+
+    /// Waits for the next event and appends it to `out` with the ones
+    /// already queued behind it, at most `max` in all: one wake-up for a
+    /// burst of events. Returns how many it appended; 0 once the node has
+    /// stopped (or if `max` is 0).
+    pub async fn next_batch(&mut self, out: &mut Vec<NodeEvent>, max: usize) -> usize {
+        self.rx.recv_many(out, max).await
+    }
 }
 
 impl NodeHandle {
