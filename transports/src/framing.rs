@@ -11,7 +11,7 @@ use std::ops::Range;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Frames a writer takes from its queue at a time.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// A reader's buffer: at least this large, more for a larger frame.
 const READ_BUF: usize = 64 * 1024;
