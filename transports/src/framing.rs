@@ -16,6 +16,10 @@ const BATCH: usize = 256;
 /// A reader's buffer: at least this large, more for a larger frame.
 const READ_BUF: usize = 64 * 1024;
 
+/// Frames a reader hands to the core at most at a time (a read of many
+/// tiny frames is split, so one batch cannot hold the core for long).
+const READ_BATCH: usize = 1024;
+
 /// A writer returns the credit of frames it wrote at least this often (in
 /// bytes), even while its batch goes on.
 const RETURN_CREDIT_EVERY: usize = 256 * 1024;
@@ -58,10 +62,19 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
 /// and the bytes it holds past them: `Err` if a length is over `max`.
 /// Also returns the size (prefix included) of the incomplete frame that
 /// follows, once its length is known.
-fn split_frames(buf: &[u8], max: usize) -> io::Result<(Vec<Range<usize>>, usize, Option<usize>)> {
+/// At most `limit` frames are taken; the bytes past them are left as if
+/// incomplete (with no size).
+fn split_frames(
+    buf: &[u8],
+    max: usize,
+    limit: usize,
+) -> io::Result<(Vec<Range<usize>>, usize, Option<usize>)> {
     let mut spans = Vec::new();
     let mut pos = 0;
     while let Some(prefix) = buf.get(pos..pos + 4) {
+        if spans.len() == limit {
+            return Ok((spans, pos, None));
+        }
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         if len > max {
             return Err(oversized(len, max));
@@ -77,9 +90,11 @@ fn split_frames(buf: &[u8], max: usize) -> io::Result<(Vec<Range<usize>>, usize,
 
 /// Reads frames from `r` into `sink` until the stream ends. Bytes are read
 /// straight into a buffer from the node's pool and the complete frames in
-/// it go to the core as one batch, in place: no copy between the stream
-/// and the core, no allocation per frame. The incomplete frame at the end
-/// of a read moves to the next buffer, which has room for all of it.
+/// it go to the core as one batch (at most [`READ_BATCH`] frames), in
+/// place: no copy between the stream and the core, no allocation per
+/// frame. The incomplete frame at the end of a read moves to the next
+/// buffer, which has room for all of it. A stream that ends inside a frame
+/// (its length prefix included) is an error, like any truncated frame.
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -87,7 +102,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
 ) -> io::Result<()> {
     let mut buf = sink.buffer(READ_BUF);
     loop {
-        let (spans, used, need) = split_frames(&buf, max)?;
+        let (spans, used, need) = split_frames(&buf, max, READ_BATCH)?;
         if !spans.is_empty() {
             let mut next = sink.buffer(need.unwrap_or(0).max(READ_BUF));
             next.extend_from_slice(&buf[used..]);
@@ -100,10 +115,17 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
             }
             continue;
         }
-        // Room for the whole of the next frame, or a buffer's worth.
-        let want = need.unwrap_or(READ_BUF).max(buf.len() + READ_BUF / 4);
-        if buf.capacity() < want {
-            buf.reserve(want - buf.len());
+        // Room for exactly the whole of the next frame once its size is
+        // known (it is less than the buffer holds), else a buffer's worth.
+        match need {
+            Some(n) if buf.capacity() < n => buf.reserve_exact(n - buf.len()),
+            Some(_) => {}
+            None => {
+                let want = READ_BUF.max(buf.len() + READ_BUF / 4);
+                if buf.capacity() < want {
+                    buf.reserve(want - buf.len());
+                }
+            }
         }
         if r.read_buf(&mut buf).await? == 0 {
             return match buf.is_empty() {
@@ -263,11 +285,13 @@ mod tests {
         write_frame(&mut three, b"ab").await.unwrap();
         write_frame(&mut three, b"").await.unwrap();
         write_frame(&mut three, &[9u8; 10]).await.unwrap();
-        let (spans, used, need) = split_frames(&three[..three.len() - 3], 16).unwrap();
+        let (spans, used, need) = split_frames(&three[..three.len() - 3], 16, 8).unwrap();
         assert_eq!((spans, used, need), (vec![4..6, 10..10], 10, Some(14)));
-        assert_eq!(split_frames(&three, 16).unwrap().2, None);
-        assert_eq!(split_frames(&three[..2], 16).unwrap(), (vec![], 0, None));
-        let err = split_frames(&big, 99).unwrap_err();
+        assert_eq!(split_frames(&three, 16, 8).unwrap().2, None);
+        assert_eq!(split_frames(&three[..2], 16, 8).unwrap(), (vec![], 0, None));
+        // At most `limit` frames; the rest is left for the next batch.
+        assert_eq!(split_frames(&three, 16, 1).unwrap(), (vec![4..6], 6, None));
+        let err = split_frames(&big, 99, 8).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
 
         let truncated = &big[..60];

@@ -32,6 +32,12 @@
 //! - Application events go out through a channel of
 //!   [`RuntimeConfig::app_event_queue`]; when the application does not keep
 //!   up, events are dropped with a warning (counted in [`NodeStatus`]).
+//! - Frame buffers are reused: written frames' buffers go to the node's
+//!   next sends and forwarded frames, read buffers the core has handled to
+//!   the next reads. The pool keeps at most 1 MiB of small buffers, 4 MiB
+//!   of large ones and 4 MiB of read buffers; a buffer serves only a frame
+//!   that fills at least half of it, so queued frames hold at most about
+//!   twice the bytes the limits above count.
 //!
 //! # Failures
 //! A behaviour that panics is disabled by the core and reported as

@@ -58,8 +58,9 @@ impl From<DialError> for OutgoingConnectionError {
 }
 
 /// Credit for bytes of application sends in flight: returned to the
-/// node's budget when dropped, that is once the writer has written the
-/// frame it travels with.
+/// node's budget when dropped. A writer drops it once the frame it travels
+/// with is written: after flushing the batch the frame was in, or sooner
+/// within a long batch (see [`absorb`](Self::absorb)).
 #[derive(Debug)]
 pub struct Credit(pub(crate) tokio::sync::OwnedSemaphorePermit);
 
@@ -399,8 +400,8 @@ impl Frames {
     /// Hands the buffers back to `pool` for the next reads.
     pub(crate) fn recycle(self, pool: &FramePool) {
         match self {
-            Frames::Each(mut v) => pool.give(&mut v),
-            Frames::Packed(b) => pool.give_one(b.buf),
+            Frames::Each(v) => v.into_iter().for_each(|b| pool.give_read(b)),
+            Frames::Packed(b) => pool.give_read(b.buf),
         }
     }
 
@@ -460,14 +461,14 @@ impl FrameSink {
     /// one the node has handled and handed back, when one is free (no
     /// allocation, no fresh pages), else a new one.
     pub fn buffer(&self, cap: usize) -> Vec<u8> {
-        self.pool.take(cap)
+        self.pool.take_read(cap)
     }
 
     /// An empty [`FrameBatch`] with room for `bytes` of frames, its buffer
     /// from [`buffer`](Self::buffer).
     pub fn batch(&self, bytes: usize, frames: usize) -> FrameBatch {
         FrameBatch {
-            buf: self.pool.take(bytes),
+            buf: self.pool.take_read(bytes),
             spans: Vec::with_capacity(frames),
         }
     }
