@@ -265,6 +265,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[allow(clippy::single_range_in_vec_init)] // spans: one frame's range
     async fn frames_round_trip_and_oversized_is_refused() {
         let mut buf = Vec::new();
         write_frame(&mut buf, b"hello").await.unwrap();

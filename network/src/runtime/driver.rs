@@ -286,8 +286,9 @@ impl Driver {
         app_tx: mpsc::Sender<NodeEvent>,
         listen_addrs: Vec<Address>,
         state: Arc<NodeState>,
-        pool: Arc<FramePool>,
     ) -> Self {
+        // The pool the node's handles and the core share (see `Node::spawn`).
+        let pool = net.buffers.clone().unwrap_or_default();
         Driver {
             net,
             transports,

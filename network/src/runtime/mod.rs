@@ -131,7 +131,6 @@ impl Node {
             app_tx,
             listen_addrs,
             state.clone(),
-            pool,
         );
         let task = tokio::spawn(driver.run(cmd_rx, ev_rx, in_rx));
         tokio::spawn(async move {

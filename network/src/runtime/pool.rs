@@ -203,19 +203,20 @@ mod tests {
         let big: Vec<u8> = Vec::with_capacity(1 << 20);
         let big_ptr = big.as_ptr();
         pool.give(&mut vec![big]);
-        assert_ne!(pool.take(100).as_ptr(), big_ptr);
-        assert_ne!(
-            pool.take(SMALL_MAX + 1).as_ptr(),
-            big_ptr,
-            "over 2x too large"
-        );
-        assert_eq!(pool.take(600 << 10).as_ptr(), big_ptr);
+        let small = pool.take(100);
+        assert_ne!(small.as_ptr(), big_ptr);
+        let too_small = pool.take(SMALL_MAX + 1);
+        assert_ne!(too_small.as_ptr(), big_ptr, "over 2x too large");
+        let fits = pool.take(600 << 10);
+        assert_eq!(fits.as_ptr(), big_ptr);
         // Read buffers have their own shelf.
         let read: Vec<u8> = Vec::with_capacity(SMALL_MAX);
         let read_ptr = read.as_ptr();
         pool.give_read(read);
-        assert_ne!(pool.take(SMALL_MAX).as_ptr(), read_ptr);
-        assert_eq!(pool.take_read(SMALL_MAX).as_ptr(), read_ptr);
+        let frame = pool.take(SMALL_MAX);
+        assert_ne!(frame.as_ptr(), read_ptr);
+        let for_reading = pool.take_read(SMALL_MAX);
+        assert_eq!(for_reading.as_ptr(), read_ptr);
         // Each shelf holds at most its bound.
         let mut many: Vec<Vec<u8>> = (0..SMALL_BYTES / SMALL_MAX + 5)
             .map(|_| Vec::with_capacity(SMALL_MAX))
