@@ -277,6 +277,20 @@ async fn stream_probes(
     b.seen(|s| matches!(s, Seen::AllReceived { .. })).await
 }
 
+/// Sends `n` probes tagged 0, 1, … of `size` bytes to `to`, from a task.
+fn send_tagged(h: &NodeHandle, to: NodeId, n: u64, size: usize) -> tokio::task::JoinHandle<()> {
+    let h = h.clone();
+    tokio::spawn(async move {
+        for tag in 0..n {
+            let msg = Tagged {
+                tag,
+                body: vec![1; size],
+            };
+            h.send(PROBE, RouteRule::Node(to), &msg).await.unwrap();
+        }
+    })
+}
+
 async fn shutdown_all<'a>(nodes: impl IntoIterator<Item = &'a TestNode>) {
     for n in nodes {
         n.handle.shutdown().await.unwrap();
@@ -838,18 +852,7 @@ async fn a_slow_application_loses_nothing(kind: Kind) {
     let bid = b.id();
     a.router.set_route(bid, bid, 1);
     const N: u64 = 1_000;
-    let sender = {
-        let h = a.handle.clone();
-        tokio::spawn(async move {
-            for tag in 0..N {
-                let msg = Tagged {
-                    tag,
-                    body: vec![1; 8 << 10],
-                };
-                h.send(PROBE, RouteRule::Node(bid), &msg).await.unwrap();
-            }
-        })
-    };
+    let sender = send_tagged(&a.handle, bid, N, 8 << 10);
     let mut next = 0;
     while next < N {
         let ev = tokio::time::timeout(WAIT, b.events.next())
@@ -886,18 +889,7 @@ async fn events_in_batches_arrive_in_order(kind: Kind) {
     let bid = b.id();
     a.router.set_route(bid, bid, 1);
     const N: u64 = 2_000;
-    let sender = {
-        let h = a.handle.clone();
-        tokio::spawn(async move {
-            for tag in 0..N {
-                let msg = Tagged {
-                    tag,
-                    body: vec![3; 100],
-                };
-                h.send(PROBE, RouteRule::Node(bid), &msg).await.unwrap();
-            }
-        })
-    };
+    let sender = send_tagged(&a.handle, bid, N, 100);
     let (mut next, mut batch) = (0, Vec::new());
     while next < N {
         let got = tokio::time::timeout(WAIT, b.events.next_batch(&mut batch, 64))
