@@ -346,8 +346,8 @@ impl Driver {
         self.net.handle_timeout(now);
         self.drain();
         let shutdown_reply = 'run: loop {
-            // One reading of the clock serves everything this wake-up
-            // handles (a batch of frames or commands).
+            // A few readings of the clock per wake-up serve everything it
+            // handles (batches of frames, a burst of commands).
             self.tick = None;
             self.tick = Some(self.now());
             // Timers first: a stream of frames must not starve them.

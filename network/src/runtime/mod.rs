@@ -35,9 +35,11 @@
 //! - Frame buffers are reused: written frames' buffers go to the node's
 //!   next sends and forwarded frames, read buffers the core has handled to
 //!   the next reads. The pool keeps at most 1 MiB of small buffers, 4 MiB
-//!   of large ones and 4 MiB of read buffers; a buffer serves only a frame
-//!   that fills at least half of it, so queued frames hold at most about
-//!   twice the bytes the limits above count.
+//!   of large ones and 4 MiB of read buffers; a frame buffer serves only a
+//!   frame that fills at least half of it, so frames queued to send hold at
+//!   most about twice the bytes the limits above count. A batch of frames
+//!   read holds its whole read buffer (64 KiB or more) until the core has
+//!   handled it: at most [`RuntimeConfig::event_queue`] batches wait.
 //!
 //! # Failures
 //! A behaviour that panics is disabled by the core and reported as

@@ -8,10 +8,13 @@
 //! buffers are mapped and unmapped each time (a page fault per 4 KiB
 //! touched). Buffers handed back here are reused instead, within bounds: a
 //! node keeps at most 1 MiB of small frame buffers, 4 MiB of large ones and
-//! 4 MiB of read buffers, and each writer holds at most 128 KiB on its way
-//! to the pool. A buffer is reused only for a frame that fills at least
+//! 4 MiB of read buffers (at most 1,024 of each kind, and none too small to
+//! be worth keeping), and each writer holds at most 128 KiB on its way to
+//! the pool. A frame buffer is reused only for a frame that fills at least
 //! half of it, so a small message never pins a large buffer: a queue of
-//! frames holds at most about twice the bytes it counts.
+//! frames to send holds at most about twice the bytes it counts. A read
+//! buffer holds a whole read (64 KiB or more) however small its frames, so
+//! batches waiting for the core hold up to that much each.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +31,13 @@ const LARGE_BYTES: usize = 4 << 20;
 const READ_BYTES: usize = 4 << 20;
 /// Smallest capacity that is never too large for a request.
 const FIT_MIN: usize = 128;
+/// Frame buffers smaller than this are not kept (a link frame's few bytes
+/// would take a place on the shelf and serve nothing)…
+const FRAME_MIN: usize = 256;
+/// … nor read buffers smaller than this (a datagram's copy).
+const READ_MIN: usize = 16 << 10;
+/// Buffers a shelf holds at most, whatever their size.
+const SHELF_MAX: usize = 1024;
 
 /// A bounded pool of frame buffers.
 #[derive(Debug, Default)]
@@ -63,7 +73,7 @@ impl Shelf {
     }
 
     fn keep(&mut self, b: Vec<u8>, max: usize) {
-        if self.bytes + b.capacity() <= max {
+        if self.bytes + b.capacity() <= max && self.bufs.len() < SHELF_MAX {
             self.bytes += b.capacity();
             self.bufs.push(b);
         }
@@ -106,7 +116,7 @@ impl FramePool {
 
     /// Keeps a read buffer the core is done with, if it fits.
     pub(crate) fn give_read(&self, buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > LARGE_MAX {
+        if buf.capacity() < READ_MIN || buf.capacity() > LARGE_MAX {
             return;
         }
         if let Ok(mut p) = self.inner.lock() {
@@ -120,7 +130,7 @@ impl FramePool {
         if let Ok(mut p) = self.inner.lock() {
             for b in spent.drain(..) {
                 match b.capacity() {
-                    0 => {}
+                    c if c < FRAME_MIN => {}
                     c if c <= SMALL_MAX => p.small.keep(b, SMALL_BYTES),
                     c if c <= LARGE_MAX => p.large.keep(b, LARGE_BYTES),
                     _ => {}
@@ -161,7 +171,7 @@ impl Recycler {
 
     /// Hands `buf` to the pool, with the next batch.
     pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > LARGE_MAX {
+        if buf.capacity() < FRAME_MIN || buf.capacity() > LARGE_MAX {
             return;
         }
         self.stash_bytes += buf.capacity();
@@ -230,6 +240,21 @@ mod tests {
         assert!(p.small.bytes <= SMALL_BYTES && p.small.bytes > 0);
         assert!(p.large.bytes <= LARGE_BYTES && p.large.bytes > 0);
         assert!(p.read.bytes <= READ_BYTES && p.read.bytes > 0);
+    }
+
+    #[test]
+    fn tiny_buffers_are_not_kept_and_shelves_hold_a_bounded_count() {
+        let pool = FramePool::default();
+        pool.give(&mut vec![Vec::with_capacity(FRAME_MIN - 1)]);
+        pool.give_read(Vec::with_capacity(READ_MIN - 1));
+        let mut many: Vec<Vec<u8>> = (0..SHELF_MAX + 100)
+            .map(|_| Vec::with_capacity(FRAME_MIN))
+            .collect();
+        pool.give(&mut many);
+        let p = pool.inner.lock().unwrap();
+        assert_eq!(p.read.bufs.len(), 0);
+        assert_eq!(p.small.bufs.len(), SHELF_MAX);
+        assert!(p.small.bufs.iter().all(|b| b.capacity() >= FRAME_MIN));
     }
 
     #[test]
