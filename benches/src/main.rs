@@ -5,6 +5,8 @@
 //! cargo run --release -p plexus-bench -- rtt    --transport quic --n 10000 --size 64
 //! cargo run --release -p plexus-bench -- stream --transport tcp  --n 100000 --size 1024
 //! cargo run --release -p plexus-bench -- bulk   --transport quic --mib 256
+//! cargo run --release -p plexus-bench -- fanin  --transport tcp  --peers 1,2,4
+//! cargo run --release -p plexus-bench -- relay  --transport quic
 //! cargo run --release -p plexus-bench -- dv --nodes 1000 --degree 6
 //! cargo run --release -p plexus-bench -- sim --nodes 10000 --degree 8 --seconds 30
 //! cargo run --release -p plexus-bench -- membership --nodes 10000
@@ -17,8 +19,9 @@
 //! `rtt`, `stream` and `bulk` run plexus between two nodes in this process,
 //! then the same work on the raw transport underneath (quinn on one
 //! long-lived stream, or tokio-rustls, with the TLS configuration plexus
-//! uses, and plain TCP as the loopback ceiling), and print each plexus
-//! figure next to its baseline with their ratio.
+//! uses, and plain TCP as the loopback ceiling), alternately `--runs N`
+//! times (default 5), and print each run, then each figure's and each
+//! ratio's median, min and max.
 
 mod kv;
 mod overlay;
