@@ -767,9 +767,12 @@ async fn a_next_hop_that_dies_loses_nothing_silently(kind: Kind) {
                     () = async { while events.next().await.is_some() {} } => {}
                 }
             });
-            // Every task of C dies here, mid-flight, and nothing waits
-            // for them.
-            rt.shutdown_background();
+            // Every task of C dies here, mid-flight: dropped, no close, no
+            // goodbye. Waiting for the worker thread to stop (it finishes
+            // the poll it is in) means C handles nothing after `tags` is
+            // read below; with `shutdown_background` it could go on with
+            // a batch of frames for a moment, and confirm them to B.
+            rt.shutdown_timeout(Duration::from_secs(5));
         }
     });
     let (cid, caddr) = tokio::time::timeout(WAIT, up_rx).await.unwrap().unwrap();
