@@ -320,9 +320,9 @@ impl OutboundQueue {
     }
 }
 
-/// Frames read from a connection, in one buffer: a reader hands over a
-/// batch with one allocation instead of one per frame, and may hand over
-/// the very buffer it read into, with where each frame lies in it.
+/// Frames read from a connection, lying in one buffer: a reader hands over
+/// the very buffer it read into, with where each frame lies in it, instead
+/// of one allocation per frame.
 #[derive(Debug, Default)]
 pub struct FrameBatch {
     buf: Vec<u8>,
@@ -331,27 +331,6 @@ pub struct FrameBatch {
 }
 
 impl FrameBatch {
-    /// An empty batch.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// An empty batch with room for `bytes` of frames and `frames` frames.
-    pub fn with_capacity(bytes: usize, frames: usize) -> Self {
-        FrameBatch {
-            buf: Vec::with_capacity(bytes),
-            spans: Vec::with_capacity(frames),
-        }
-    }
-
-    /// A batch of one frame, taking its buffer (no copy); more frames may
-    /// be pushed after it.
-    pub fn from_frame(frame: Vec<u8>) -> Self {
-        #[allow(clippy::single_range_in_vec_init)] // one frame's range
-        let spans = vec![0..frame.len()];
-        FrameBatch { buf: frame, spans }
-    }
-
     /// The frames lying in `buf` at `spans` (a read buffer, with the
     /// length prefixes between them): `None` if a span is not inside it.
     pub fn from_parts(buf: Vec<u8>, spans: Vec<Range<usize>>) -> Option<Self> {
@@ -359,13 +338,6 @@ impl FrameBatch {
             .iter()
             .all(|r| r.start <= r.end && r.end <= buf.len())
             .then_some(FrameBatch { buf, spans })
-    }
-
-    /// Appends a frame.
-    pub fn push(&mut self, frame: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(frame);
-        self.spans.push(start..self.buf.len());
     }
 
     /// Frames in the batch.
@@ -385,7 +357,7 @@ impl FrameBatch {
 
     /// The frames, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        // The spans were checked against the buffer, which only grows.
+        // The spans were checked against the buffer, which does not change.
         self.spans.iter().filter_map(|r| self.buf.get(r.clone()))
     }
 }
@@ -465,16 +437,8 @@ impl FrameSink {
         self.pool.take_read(cap)
     }
 
-    /// An empty [`FrameBatch`] with room for `bytes` of frames, its buffer
-    /// from [`buffer`](Self::buffer).
-    pub fn batch(&self, bytes: usize, frames: usize) -> FrameBatch {
-        FrameBatch {
-            buf: self.pool.take_read(bytes),
-            spans: Vec::with_capacity(frames),
-        }
-    }
-
-    /// [`deliver`](Self::deliver) for frames packed in one buffer.
+    /// [`deliver`](Self::deliver) for frames lying in one buffer (see
+    /// [`FrameBatch::from_parts`]).
     pub async fn deliver_batch(&self, frames: FrameBatch) -> Result<(), ()> {
         self.send(Frames::Packed(frames)).await
     }
@@ -558,23 +522,16 @@ mod tests {
     #[test]
     #[allow(clippy::single_range_in_vec_init)] // spans: one frame's range
     fn a_batch_yields_its_frames_in_order() {
-        let mut b = FrameBatch::from_frame(b"first".to_vec());
-        b.push(b"");
-        b.push(b"third");
-        assert_eq!((b.len(), b.bytes()), (3, 10));
-        let frames: Vec<&[u8]> = b.iter().collect();
-        assert_eq!(frames, [&b"first"[..], b"", b"third"]);
-        let e = FrameBatch::with_capacity(64, 2);
-        assert!(e.is_empty() && e.iter().next().is_none());
         // Frames in place in a read buffer, prefixes between them.
-        let read = b"\0\0\0\x02ab\0\0\0\x01c".to_vec();
-        let p = FrameBatch::from_parts(read.clone(), vec![4..6, 10..11]).unwrap();
-        assert_eq!(p.iter().collect::<Vec<_>>(), [&b"ab"[..], b"c"]);
-        assert_eq!(p.bytes(), 3);
-        assert!(FrameBatch::from_parts(read.clone(), vec![4..12]).is_none());
+        let read = b"\0\0\0\x02ab\0\0\0\0\0\0\0\x01c".to_vec();
+        let b = FrameBatch::from_parts(read.clone(), vec![4..6, 10..10, 14..15]).unwrap();
+        assert_eq!((b.len(), b.bytes()), (3, 3));
+        assert_eq!(b.iter().collect::<Vec<_>>(), [&b"ab"[..], b"", b"c"]);
+        assert!(FrameBatch::from_parts(read.clone(), vec![4..16]).is_none());
         #[allow(clippy::reversed_empty_ranges)]
         let reversed = vec![6..4];
         assert!(FrameBatch::from_parts(read, reversed).is_none());
+        assert!(FrameBatch::default().is_empty());
         // Frames::for_each stops when asked.
         let mut seen = 0;
         Frames::Packed(b).for_each(|_| {
