@@ -243,13 +243,14 @@ pub(crate) struct Driver {
     ack_at: Option<Instant>,
     /// Connections this node closed, waiting for the last confirmations.
     closing: HashMap<ConnId, Closing>,
-    /// The clock, read once per wake-up (see [`now`](Self::now)).
+    /// The clock as read when this wake-up began (see [`now`](Self::now)).
     tick: Option<Instant>,
     /// When it last woke, and the time it spent working, not waiting.
     woke: Instant,
     busy_us: u64,
     state: Arc<NodeState>,
-    /// Written frames' buffers, for the next sends.
+    /// The node's buffer pool: read buffers go back to it once handled,
+    /// and each connection's lanes and reader take theirs from it.
     pool: Arc<FramePool>,
 }
 
