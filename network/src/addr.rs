@@ -1,5 +1,5 @@
 //! Typed, printable transport addresses: `quic://127.0.0.1:7000`,
-//! `tcp://127.0.0.1:7001`, `webrtc://127.0.0.1:7002`, `mem://5`.
+//! `tcp://127.0.0.1:7001`, `webrtc://3fa2c1d07b9e4f10`, `mem://5`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -18,8 +18,10 @@ pub enum Address {
     Quic(SocketAddr),
     /// TLS over TCP.
     Tcp(SocketAddr),
-    /// WebRTC data channels.
-    WebRtc(SocketAddr),
+    /// WebRTC data channels to this node, negotiated through signalling
+    /// (over the overlay, or a node's web endpoint for a browser): the
+    /// address is the node's id, as ICE finds the path.
+    WebRtc(crate::NodeId),
 }
 
 impl Address {
@@ -38,9 +40,8 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Memory(n) => write!(f, "mem://{n}"),
-            Address::Quic(a) | Address::Tcp(a) | Address::WebRtc(a) => {
-                write!(f, "{}://{a}", self.scheme())
-            }
+            Address::Quic(a) | Address::Tcp(a) => write!(f, "{}://{a}", self.scheme()),
+            Address::WebRtc(n) => write!(f, "webrtc://{n}"),
         }
     }
 }
@@ -89,7 +90,11 @@ impl FromStr for Address {
                 .map_err(|e| invalid(e.to_string())),
             "quic" => sock().map(Address::Quic),
             "tcp" => sock().map(Address::Tcp),
-            "webrtc" => sock().map(Address::WebRtc),
+            "webrtc" => u64::from_str_radix(rest, 16)
+                .ok()
+                .filter(|_| rest.len() == 16)
+                .map(|n| Address::WebRtc(crate::NodeId(n)))
+                .ok_or_else(|| invalid("expected a node id of 16 hex digits".to_string())),
             other => Err(AddressParseError::UnknownScheme(other.to_string())),
         }
     }
@@ -105,7 +110,7 @@ mod tests {
             "quic://127.0.0.1:7000",
             "tcp://[::1]:9",
             "mem://5",
-            "webrtc://10.0.0.1:1",
+            "webrtc://00c0ffee12345678",
         ] {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
@@ -124,6 +129,10 @@ mod tests {
         ));
         assert!(matches!(
             "quic://nope".parse::<Address>(),
+            Err(AddressParseError::Invalid { .. })
+        ));
+        assert!(matches!(
+            "webrtc://127.0.0.1:1".parse::<Address>(),
             Err(AddressParseError::Invalid { .. })
         ));
     }

@@ -130,6 +130,15 @@ impl Identity {
         self.key.public_key_raw()
     }
 
+    /// An ed25519 signature of `msg` by the node's key (64 bytes): how a
+    /// transport without TLS client certificates (WebRTC) proves the node.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        let pair =
+            ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.key.serialize_der())
+                .map_err(|e| IdentityError::Crypto(e.to_string()))?;
+        Ok(pair.sign(msg).as_ref().to_vec())
+    }
+
     /// The private key as PKCS#8 PEM.
     pub fn to_pem(&self) -> String {
         self.key.serialize_pem()

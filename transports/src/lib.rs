@@ -8,6 +8,8 @@
 //!   and idle timeout configured.
 //! - [`tcp`] (feature `tcp`): TLS 1.3 (rustls) over TCP, length-delimited
 //!   frames.
+//! - [`webrtc`] (feature `webrtc`): WebRTC data channels, signalled over
+//!   the overlay; what browsers speak.
 //! - [`memory`] (feature `memory`): bounded channels between endpoints in
 //!   one process; no crypto (the hub vouches for identities).
 //!
@@ -17,7 +19,7 @@
 
 #[cfg(any(feature = "quic", feature = "tcp"))]
 pub(crate) mod accept;
-#[cfg(any(feature = "quic", feature = "tcp"))]
+#[cfg(any(feature = "quic", feature = "tcp", feature = "webrtc"))]
 pub(crate) mod framing;
 pub mod identity;
 #[cfg(feature = "memory")]
@@ -27,6 +29,8 @@ pub mod quic;
 #[cfg(feature = "tcp")]
 pub mod tcp;
 pub mod tls;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 pub use identity::{node_id_of, Identity, IdentityError};
 
@@ -102,7 +106,12 @@ impl TransportConfig {
         self
     }
 
-    #[cfg(any(feature = "memory", feature = "quic", feature = "tcp"))]
+    #[cfg(any(
+        feature = "memory",
+        feature = "quic",
+        feature = "tcp",
+        feature = "webrtc"
+    ))]
     pub(crate) fn key(&self) -> [u8; 32] {
         self.network_key.unwrap_or([0; 32])
     }

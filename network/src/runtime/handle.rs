@@ -176,6 +176,26 @@ pub struct NodeHandle {
     pub(crate) pool: Arc<super::pool::FramePool>,
 }
 
+/// A handle that does not keep the node running: what a part of the node
+/// itself (a transport that signals over the overlay) holds, since the node
+/// stops once the application has dropped every [`NodeHandle`].
+#[derive(Clone, Debug)]
+pub struct WeakNodeHandle {
+    handle: NodeHandle,
+    tx: mpsc::WeakSender<Command>,
+}
+
+impl WeakNodeHandle {
+    /// A full handle, while the application still holds one.
+    pub fn upgrade(&self) -> Option<NodeHandle> {
+        let tx = self.tx.upgrade()?;
+        Some(NodeHandle {
+            tx,
+            ..self.handle.clone()
+        })
+    }
+}
+
 /// The node's events for the application.
 #[derive(Debug)]
 pub struct NodeEvents {
@@ -206,6 +226,21 @@ impl NodeHandle {
     /// Where the node listens.
     pub fn listen_addrs(&self) -> &[Address] {
         &self.listen_addrs
+    }
+
+    /// A handle that does not keep the node running (see
+    /// [`WeakNodeHandle`]).
+    pub fn downgrade(&self) -> WeakNodeHandle {
+        // The kept copy's sender is a closed channel's, never used: only
+        // `upgrade` hands out a handle, with the live sender.
+        let (dead, _) = mpsc::channel(1);
+        WeakNodeHandle {
+            tx: self.tx.downgrade(),
+            handle: NodeHandle {
+                tx: dead,
+                ..self.clone()
+            },
+        }
     }
 
     /// Why the node is gone: shut down as asked, or failed. A driver that

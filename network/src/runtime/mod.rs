@@ -63,7 +63,9 @@ pub(crate) mod pool;
 mod transport;
 
 pub use config::RuntimeConfig;
-pub use handle::{ConnStatus, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus};
+pub use handle::{
+    ConnStatus, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus, WeakNodeHandle,
+};
 pub use transport::{
     BoxFuture, Connection, Credit, DialError, FrameBatch, FrameReader, FrameSink, FrameWriter,
     Lane, Outbound, OutboundQueue, Transport,
