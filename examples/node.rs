@@ -22,6 +22,8 @@ use plexus::behaviours::{broadcast, gossip, kv, membership, pubsub};
 use plexus::ping;
 use plexus::router::{dv, StaticRouter};
 use plexus::runtime::{Node, NodeEvent, NodeHandle, RuntimeConfig};
+use plexus::transports::web;
+use plexus::transports::webrtc::{WebRtcConfig, WebRtcTransport};
 use plexus::{Address, Identity, Network, RouterTable};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,15 @@ struct Args {
     /// Seconds between status lines (0: none).
     #[arg(long, default_value_t = 5)]
     status_every: u64,
+    /// Serve the node's web endpoint here (e.g. 127.0.0.1:8080): the
+    /// browser peer page at /, signalling for browsers, the dashboard at
+    /// /dashboard.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// Local UDP address for WebRTC connections (repeatable; port 0: an
+    /// ephemeral port per connection).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    webrtc_udp: Vec<std::net::SocketAddr>,
 }
 
 /// What clap cannot check: behaviours that need another.
@@ -125,7 +136,18 @@ async fn run(args: Args) -> Result<(), String> {
         println!("created key file {}", args.key_file.display());
     }
     let config = common::transport_config(args.network_key.as_deref());
-    let transports = common::transports(&args.listen, &identity, &config).await?;
+    let mut transports = common::transports(&args.listen, &identity, &config).await?;
+    // WebRTC, signalled over the overlay (and for browsers, over --http).
+    let rtc = WebRtcTransport::new(
+        &identity,
+        config.clone(),
+        WebRtcConfig {
+            udp_addrs: args.webrtc_udp.iter().map(|a| a.to_string()).collect(),
+            ..WebRtcConfig::default()
+        },
+    )
+    .map_err(|e| format!("WebRTC: {e}"))?;
+    transports.push(Arc::new(rtc.clone()));
     let has = |b: Behaviour| args.behaviours.contains(&b);
 
     let use_router = has(Behaviour::Router);
@@ -136,7 +158,7 @@ async fn run(args: Args) -> Result<(), String> {
         Arc::new(StaticRouter::new(id))
     };
     // No .seed(): the node's RNG is seeded from the OS.
-    let mut builder = Network::builder(id, router);
+    let mut builder = Network::builder(id, router).behavior(rtc.signalling());
     if has(Behaviour::Ping) {
         builder = builder.behavior(ping::Behaviour::new(ping::Config::default()));
     }
@@ -169,11 +191,28 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let network = builder.build().map_err(|e| e.to_string())?;
     let (node, mut events) = Node::spawn(network, transports, RuntimeConfig::default());
+    rtc.attach(&node);
 
     println!("node id {id}");
     for a in node.listen_addrs() {
         println!("listening on {a}   (join with --seed {id}@{a})");
     }
+    let web = match args.http {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("--http {at}: {e}"))?;
+            let at = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("web endpoint on http://{at}/ (browser peer page), http://{at}/dashboard (dashboard)");
+            let (node, rtc, keyed) = (node.clone(), rtc.clone(), args.network_key.is_some());
+            Some(tokio::spawn(async move {
+                if let Err(e) = web::serve(listener, node, rtc, keyed).await {
+                    log::error!("web endpoint stopped: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     // Topics travel as hashes of their names: these are the names.
     let names: std::collections::HashMap<Topic, String> = args
         .subscribe
@@ -186,17 +225,12 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("subscribe {t}: {e}"))?;
         println!("subscribed to {t}");
     }
-    if has(Behaviour::Broadcast)
-        || has(Behaviour::Pubsub)
-        || has(Behaviour::Membership)
-        || has(Behaviour::Kv)
-    {
-        println!("commands: {COMMANDS}");
-    }
+    println!("commands: {COMMANDS}");
     let kv_runs = has(Behaviour::Kv);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
 
+    let mut pinged = std::collections::HashSet::new();
     let mut status = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
     status.tick().await;
     loop {
@@ -214,6 +248,8 @@ async fn run(args: Args) -> Result<(), String> {
                 Some(NodeEvent::Behaviour(e)) => {
                     if let Some(p) = e.downcast_ref::<ping::Event>() {
                         match p.result {
+                            // The first answer on each connection is worth a line.
+                            Ok(rtt) if pinged.insert(p.conn) => println!("ping {}: rtt {:.2} ms (first answer on {})", p.peer, rtt.as_secs_f64() * 1e3, p.conn),
                             Ok(rtt) => log::debug!("ping {}: {rtt:?}", p.peer),
                             Err(f) => println!("ping {}: failed ({f:?})", p.peer),
                         }
@@ -231,8 +267,19 @@ async fn run(args: Args) -> Result<(), String> {
                         }
                     }
                 }
-                Some(NodeEvent::Connected { node: peer, conn }) => println!("connected to {peer} ({conn})"),
-                Some(NodeEvent::Disconnected { node: peer, conn }) => println!("disconnected from {peer} ({conn})"),
+                Some(NodeEvent::Connected { node: peer, conn }) => {
+                    let addr = node.status().await.ok().and_then(|s| {
+                        s.connections.iter().find(|c| c.conn == conn).and_then(|c| c.addr)
+                    });
+                    match addr {
+                        Some(a) => println!("connected to {peer} ({conn}) over {a}"),
+                        None => println!("connected to {peer} ({conn})"),
+                    }
+                }
+                Some(NodeEvent::Disconnected { node: peer, conn }) => {
+                    pinged.remove(&conn);
+                    println!("disconnected from {peer} ({conn})");
+                }
                 Some(NodeEvent::DialFailed(f)) => println!("cannot connect to {} at {}: {}", f.node, f.addr, f.error),
                 Some(NodeEvent::BehaviorFailed(f)) => println!("{f}"),
                 Some(NodeEvent::Failed(why)) => return Err(format!("the node failed: {why}")),
@@ -258,12 +305,15 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     println!("shutting down");
+    if let Some(web) = web {
+        web.abort();
+    }
     node.shutdown().await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// What can be typed on stdin.
-const COMMANDS: &str = "broadcast <text> | publish <topic> <text> | peers | \
+const COMMANDS: &str = "webrtc <node-id> | broadcast <text> | publish <topic> <text> | peers | \
 put <key> <text> [ttl-seconds] | get <key> | delete <key> (kv) | \
 set <key> <text> | incr <key> [n] | add <key> <item> | remove <key> <item> | del <key> | show <key> (gossip; \
 get too, when kv does not run)";
@@ -398,6 +448,18 @@ async fn command(node: &NodeHandle, line: &str, kv_runs: bool) {
                 .map(|_| format!("published to {topic}")),
             None => {
                 println!("usage: publish <topic> <text>");
+                return;
+            }
+        },
+        "webrtc" => match u64::from_str_radix(rest, 16) {
+            Ok(n) if rest.len() == 16 => {
+                let peer = plexus::NodeId(n);
+                node.connect(peer, Address::WebRtc(peer)).await.map(|conn| {
+                    format!("dialling {peer} over WebRTC ({conn}), signalled through the overlay")
+                })
+            }
+            _ => {
+                println!("usage: webrtc <node-id> (16 hex digits)");
                 return;
             }
         },

@@ -29,6 +29,8 @@ pub mod quic;
 #[cfg(feature = "tcp")]
 pub mod tcp;
 pub mod tls;
+#[cfg(feature = "web")]
+pub mod web;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
 

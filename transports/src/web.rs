@@ -1,0 +1,211 @@
+//! A node's web endpoint (feature `web`): what a browser needs to join the
+//! overlay as a peer, and a live view of the node.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` | the browser peer page (plain JavaScript, no build step) |
+//! | `/peer.js` | its script: identity, signalling, the plexus wire format, ping |
+//! | `/signal` | WebSocket, first-contact signalling (below) |
+//! | `/dashboard` | the node's status, live: connections, routes, counters, a picture of the overlay |
+//! | `/api/status` | the same status as JSON, what the dashboard polls |
+//!
+//! # Signalling over the WebSocket
+//! JSON text messages. The server speaks first:
+//! `{"type":"welcome","node":"<16 hex>","networkKey":<bool>}`. The browser
+//! sends `{"type":"offer","sdp":"…"}` (its candidates inside); the server
+//! answers `{"type":"answer","sdp":"…"}` or `{"type":"error","message":"…"}`.
+//! The WebRTC handshake then proves both identities over the data channel
+//! ([`crate::webrtc::hello`]): the web server is trusted with nothing.
+//! A socket may carry [`OFFERS_PER_SOCKET`] offers; messages over 64 KiB
+//! close it.
+
+use crate::webrtc::WebRtcTransport;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use plexus_network::runtime::{NodeHandle, NodeStatus};
+use plexus_network::{Address, Direction};
+use serde_json::{json, Value};
+use std::io;
+
+/// Offers one WebSocket may carry before the server closes it.
+pub const OFFERS_PER_SOCKET: usize = 8;
+const MAX_WS_MESSAGE: usize = 64 * 1024;
+
+const PEER_HTML: &str = include_str!("../web/peer.html");
+const PEER_JS: &str = include_str!("../web/peer.js");
+const DASHBOARD_HTML: &str = include_str!("../web/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("../web/dashboard.js");
+
+#[derive(Clone)]
+struct Web {
+    node: NodeHandle,
+    rtc: WebRtcTransport,
+    network_key: bool,
+}
+
+/// Serves the web endpoint of `node` on `listener` until the listener
+/// fails. `network_key` tells browsers whether the node's network has a
+/// key (they must then be given its secret).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: NodeHandle,
+    rtc: WebRtcTransport,
+    network_key: bool,
+) -> io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { page(PEER_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/peer.js",
+            get(|| async { page(PEER_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/dashboard",
+            get(|| async { page(DASHBOARD_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/dashboard.js",
+            get(|| async { page(DASHBOARD_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route("/api/status", get(status))
+        .route("/signal", get(signal))
+        .with_state(Web {
+            node,
+            rtc,
+            network_key,
+        });
+    axum::serve(listener, app).await
+}
+
+fn page(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(web): State<Web>) -> Response {
+    match web.node.status().await {
+        Ok(s) => Json(status_json(&s)).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// A node's status as the dashboard reads it.
+pub fn status_json(s: &NodeStatus) -> Value {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let connections: Vec<Value> = s
+        .connections
+        .iter()
+        .map(|c| {
+            json!({
+                "conn": c.conn.to_string(),
+                "node": c.node.to_string(),
+                "addr": c.addr.map(|a| a.to_string()),
+                "transport": c.addr.as_ref().map(Address::scheme),
+                "direction": match c.direction {
+                    Direction::Incoming => "in",
+                    Direction::Outgoing => "out",
+                },
+                "rttMs": c.rtt.map(ms),
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = s
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "dest": r.dest.to_string(),
+                "nextHop": r.next_hop.to_string(),
+                "metric": r.metric,
+                "hops": r.hops,
+            })
+        })
+        .collect();
+    let st = &s.stats;
+    json!({
+        "node": s.node.to_string(),
+        "listen": s.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "connections": connections,
+        "routes": routes,
+        "failedServices": s.failed_services.iter().map(|x| x.0).collect::<Vec<_>>(),
+        "driverBusyMs": ms(s.driver_busy),
+        "appEventsDropped": s.app_events_dropped,
+        "stats": {
+            "framesIn": st.frames_in,
+            "framesOut": st.frames_out,
+            "bytesIn": st.bytes_in,
+            "bytesOut": st.bytes_out,
+            "delivered": st.delivered,
+            "forwarded": st.forwarded,
+            "dropped": st.dropped,
+            "protocolErrors": st.protocol_errors,
+            "dialFailures": st.dial_failures,
+            "behaviorFailures": st.behavior_failures,
+        },
+    })
+}
+
+async fn signal(ws: WebSocketUpgrade, State(web): State<Web>) -> Response {
+    ws.max_message_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| signal_socket(socket, web))
+}
+
+async fn signal_socket(mut socket: WebSocket, web: Web) {
+    let welcome = json!({
+        "type": "welcome",
+        "node": web.node.node_id().to_string(),
+        "networkKey": web.network_key,
+    });
+    if socket
+        .send(Message::Text(welcome.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut offers = 0;
+    while let Some(Ok(msg)) = socket.recv().await {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        let reply = match serde_json::from_str::<Value>(&text) {
+            Ok(v) if v["type"] == "offer" && v["sdp"].is_string() => {
+                offers += 1;
+                if offers > OFFERS_PER_SOCKET {
+                    log::info!(
+                        "web: a signalling socket sent over {OFFERS_PER_SOCKET} offers: closing it"
+                    );
+                    return;
+                }
+                let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
+                match web.rtc.accept_offer(sdp).await {
+                    Ok(answer) => json!({"type": "answer", "sdp": answer}),
+                    Err(e) => json!({"type": "error", "message": e.to_string()}),
+                }
+            }
+            Ok(_) => json!({"type": "error", "message": "expected {\"type\":\"offer\",\"sdp\":…}"}),
+            Err(e) => json!({"type": "error", "message": format!("not JSON: {e}")}),
+        };
+        if socket
+            .send(Message::Text(reply.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,395 @@
+// The plexus browser peer: an ed25519 identity kept in IndexedDB, WebRTC to
+// the node that served this page (signalled over its WebSocket), the
+// plexus wire format, and the ping protocol. Plain JavaScript, no build
+// step. The format is documented in docs/wire.md.
+"use strict";
+
+const PING = 1; // ping's service id
+const HEADER_LEN = 25;
+const LINK = 0xc0;
+const FLAG_UNRELIABLE = 1;
+const FLAG_CREDITED = 2;
+const DOMAIN = new TextEncoder().encode("plexus-webrtc-v1");
+const PING_EVERY_MS = 1000;
+const CHUNK = 16 * 1024;
+
+const $ = (id) => document.getElementById(id);
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+
+function log(text) {
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toISOString().slice(11, 23)} ${text}`;
+  $("log").prepend(li);
+  while ($("log").children.length > 200) $("log").lastChild.remove();
+}
+
+function setState(text) {
+  $("state").textContent = text;
+  document.body.dataset.state = text;
+}
+
+// ---- identity -------------------------------------------------------------
+
+function idb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open("plexus", 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("identity");
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+function idbDo(db, mode, f) {
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction("identity", mode);
+    const req = f(tx.objectStore("identity"));
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+/** The page's key pair: loaded from IndexedDB, or made and kept there. The
+ * private key is not extractable: the page can sign with it, not read it. */
+async function identity() {
+  const db = await idb();
+  let id = await idbDo(db, "readonly", (s) => s.get("ed25519"));
+  if (!id) {
+    const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+    const pub = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+    id = { privateKey: pair.privateKey, publicKey: pub };
+    await idbDo(db, "readwrite", (s) => s.put(id, "ed25519"));
+    log("made a new identity (kept in this browser's IndexedDB)");
+  }
+  return { privateKey: id.privateKey, publicKey: new Uint8Array(id.publicKey) };
+}
+
+async function sha256(...parts) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
+}
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** NodeId: the first 8 bytes of SHA-256 of the public key, as 16 hex digits. */
+async function nodeIdOf(publicKey) {
+  return hex((await sha256(publicKey)).slice(0, 8));
+}
+
+// ---- the hello: identity and network key, bound to the DTLS fingerprints -----
+
+function fingerprint(sdp) {
+  const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]+)\s*$/m.exec(sdp);
+  if (!m) throw new Error("no sha-256 fingerprint in the SDP");
+  const bytes = m[1].split(":").map((h) => parseInt(h, 16));
+  if (bytes.length !== 32) throw new Error("fingerprint is not 32 bytes");
+  return new Uint8Array(bytes);
+}
+
+async function hmac(key, data) {
+  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", k, data));
+}
+
+/** Our hello, as the offerer (role 0). */
+async function makeHello(me, netKey, t) {
+  const sig = new Uint8Array(
+    await crypto.subtle.sign({ name: "Ed25519" }, me.privateKey, concat(DOMAIN, [0], t)),
+  );
+  return concat(me.publicKey, sig, await hmac(netKey, concat(t, [0])));
+}
+
+/** Checks the node's hello (role 1); its NodeId if good. */
+async function checkHello(msg, netKey, t) {
+  if (msg.length !== 128) throw new Error(`hello of ${msg.length} bytes`);
+  const pub = msg.slice(0, 32);
+  const key = await crypto.subtle.importKey("raw", pub, { name: "Ed25519" }, false, ["verify"]);
+  const ok = await crypto.subtle.verify({ name: "Ed25519" }, key, msg.slice(32, 96), concat(DOMAIN, [1], t));
+  if (!ok) throw new Error("the node's signature does not verify");
+  const proof = await hmac(netKey, concat(t, [1]));
+  if (hex(proof) !== hex(msg.slice(96))) throw new Error("network key mismatch");
+  return nodeIdOf(pub);
+}
+
+// ---- postcard and the wire header --------------------------------------------
+
+function varint(n) {
+  // n: a BigInt (u64) or a number (u32).
+  let v = BigInt(n);
+  const out = [];
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v > 0n) b |= 0x80;
+    out.push(b);
+  } while (v > 0n);
+  return out;
+}
+
+function readVarint(bytes, at) {
+  let v = 0n;
+  let shift = 0n;
+  for (;;) {
+    if (at.i >= bytes.length || shift > 63n) throw new Error("bad varint");
+    const b = bytes[at.i++];
+    v |= BigInt(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+    shift += 7n;
+  }
+}
+
+/** A message frame: header then payload. `target` and `source` are BigInts. */
+function frame(service, routeKind, target, source, payload, flags = 0) {
+  const f = new Uint8Array(HEADER_LEN + payload.length);
+  const v = new DataView(f.buffer);
+  f[0] = 1; // version
+  f[1] = flags;
+  f[2] = service;
+  f[3] = routeKind; // 0 direct, 1 node, 2 closest key, 3 service
+  f[4] = 16; // ttl
+  v.setBigUint64(5, target);
+  v.setBigUint64(13, source);
+  v.setUint32(21, payload.length);
+  f.set(payload, HEADER_LEN);
+  return f;
+}
+
+function parseHeader(f) {
+  if (f.length < HEADER_LEN) throw new Error("truncated frame");
+  const v = new DataView(f.buffer, f.byteOffset, f.byteLength);
+  const len = v.getUint32(21);
+  if (f.length !== HEADER_LEN + len) throw new Error("frame length mismatch");
+  return {
+    version: f[0],
+    flags: f[1],
+    service: f[2],
+    routeKind: f[3],
+    ttl: f[4],
+    target: v.getBigUint64(5),
+    source: v.getBigUint64(13),
+    payload: f.subarray(HEADER_LEN),
+  };
+}
+
+// ---- the connection --------------------------------------------------------
+
+class Peer {
+  constructor(me, myId, node, netKey, reliable, unreliable) {
+    Object.assign(this, { me, myId, node, netKey, reliable, unreliable });
+    this.source = BigInt("0x" + myId);
+    this.buf = new Uint8Array(0);
+    this.seq = 0;
+    this.rtts = [];
+    this.counts = { in: 0, out: 0, other: 0 };
+    this.answered = 0; // the node's pings we answered
+    this.received = 0n; // credited frames received (confirmed back)
+    this.returned = 0; // their bytes, granted back as credit
+    this.flushTimer = null;
+  }
+
+  /** Bytes of the reliable channel: u32 length-delimited frames. */
+  onStream(data) {
+    this.buf = concat(this.buf, new Uint8Array(data));
+    while (this.buf.length >= 4) {
+      const len = new DataView(this.buf.buffer, this.buf.byteOffset).getUint32(0);
+      if (len > (1 << 20) + HEADER_LEN) throw new Error(`oversized frame: ${len}`);
+      if (this.buf.length < 4 + len) break;
+      const f = this.buf.slice(4, 4 + len);
+      this.buf = this.buf.slice(4 + len);
+      this.onFrame(f);
+    }
+  }
+
+  onFrame(f) {
+    if (f[0] === LINK) return; // credit and receipts for frames we send: we send none credited
+    const h = parseHeader(f);
+    if (h.version !== 1) throw new Error(`header version ${h.version}`);
+    this.counts.in++;
+    if (h.flags & FLAG_CREDITED) {
+      this.received++;
+      this.returned += f.length;
+      if (!this.flushTimer) this.flushTimer = setTimeout(() => this.confirm(), 10);
+    }
+    if (h.service === PING) this.onPing(h);
+    else this.counts.other++;
+  }
+
+  /** Confirms credited frames received and grants their bytes back. */
+  confirm() {
+    this.flushTimer = null;
+    const r = new Uint8Array(10);
+    r[0] = LINK;
+    r[1] = 2;
+    new DataView(r.buffer).setBigUint64(2, this.received);
+    const c = new Uint8Array(6);
+    c[0] = LINK;
+    c[1] = 1;
+    new DataView(c.buffer).setUint32(2, this.returned);
+    this.returned = 0;
+    this.sendRaw(r);
+    this.sendRaw(c);
+  }
+
+  onPing(h) {
+    const at = { i: 0 };
+    const variant = readVarint(h.payload, at);
+    const seq = readVarint(h.payload, at);
+    const sentAt = readVarint(h.payload, at);
+    if (variant === 0n) {
+      // Ping: echo it as a Pong.
+      this.send(PING, concat(varint(1), varint(seq), varint(sentAt)));
+      $("pings-answered").textContent = String(++this.answered);
+    } else if (variant === 1n) {
+      const rtt = nowUs() - Number(sentAt);
+      this.rtts.push(rtt / 1000);
+      if (this.rtts.length > 20) this.rtts.shift();
+      const avg = this.rtts.reduce((a, b) => a + b, 0) / this.rtts.length;
+      $("rtt").textContent = `${(rtt / 1000).toFixed(2)} ms (mean of last ${this.rtts.length}: ${avg.toFixed(2)} ms)`;
+      document.body.dataset.pongs = String(Number(document.body.dataset.pongs || 0) + 1);
+    }
+  }
+
+  ping() {
+    const payload = concat(varint(0), varint(this.seq++), varint(BigInt(nowUs())));
+    this.send(PING, payload);
+  }
+
+  /** A message to the neighbour (route kind 0, direct). */
+  send(service, payload) {
+    this.sendRaw(frame(service, 0, 0n, this.source, payload));
+    this.counts.out++;
+  }
+
+  sendRaw(f) {
+    const prefixed = new Uint8Array(4 + f.length);
+    new DataView(prefixed.buffer).setUint32(0, f.length);
+    prefixed.set(f, 4);
+    for (let at = 0; at < prefixed.length; at += CHUNK) {
+      this.reliable.send(prefixed.subarray(at, at + CHUNK));
+    }
+  }
+}
+
+function nowUs() {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+function waitFor(target, event, check) {
+  return new Promise((resolve) => {
+    if (check()) return resolve();
+    const f = () => {
+      if (check()) {
+        target.removeEventListener(event, f);
+        resolve();
+      }
+    };
+    target.addEventListener(event, f);
+  });
+}
+
+async function networkKey() {
+  const secret = new URLSearchParams(location.search).get("secret");
+  if (!secret) return new Uint8Array(32); // no network key: all zero
+  return sha256(new TextEncoder().encode(secret));
+}
+
+async function main() {
+  setState("starting");
+  const me = await identity();
+  const myId = await nodeIdOf(me.publicKey);
+  $("my-id").textContent = myId;
+  document.body.dataset.nodeId = myId;
+  const netKey = await networkKey();
+
+  // First contact: the node's signalling socket.
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/signal`);
+  const inbox = [];
+  let wake = null;
+  ws.onmessage = (e) => {
+    inbox.push(JSON.parse(e.data));
+    if (wake) wake();
+  };
+  const next = async () => {
+    while (!inbox.length) await new Promise((r) => (wake = r));
+    return inbox.shift();
+  };
+  ws.onclose = () => log("signalling socket closed");
+  const welcome = await next();
+  if (welcome.type !== "welcome") throw new Error(`unexpected ${welcome.type}`);
+  $("node-id").textContent = welcome.node;
+  if (welcome.networkKey && !new URLSearchParams(location.search).get("secret")) {
+    log("this node's network has a key: open the page with ?secret=<the network secret>");
+  }
+
+  setState("connecting");
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const reliable = pc.createDataChannel("plexus");
+  const unreliable = pc.createDataChannel("plexus-unreliable", { ordered: false, maxRetransmits: 0 });
+  reliable.binaryType = unreliable.binaryType = "arraybuffer";
+  pc.onconnectionstatechange = () => {
+    $("pc-state").textContent = pc.connectionState;
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") setState("disconnected");
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await Promise.race([
+    waitFor(pc, "icegatheringstatechange", () => pc.iceGatheringState === "complete"),
+    new Promise((r) => setTimeout(r, 3000)),
+  ]);
+  ws.send(JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }));
+  const answer = await next();
+  if (answer.type !== "answer") throw new Error(answer.message || `unexpected ${answer.type}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+
+  // The hello exchange, then frames.
+  const t = await sha256(DOMAIN, fingerprint(pc.localDescription.sdp), fingerprint(pc.remoteDescription.sdp));
+  const theirs = new Promise((resolve) => {
+    reliable.onmessage = (e) => resolve(new Uint8Array(e.data));
+  });
+  await waitFor(reliable, "open", () => reliable.readyState === "open");
+  reliable.send(await makeHello(me, netKey, t));
+  const verified = await checkHello(await theirs, netKey, t);
+  if (verified !== welcome.node) throw new Error(`the node proved ${verified}, not ${welcome.node}`);
+  $("verified").textContent = `yes: the node proved ${verified}`;
+  log(`connected to ${verified} over WebRTC; its identity is verified`);
+  setState("connected");
+
+  const peer = new Peer(me, myId, verified, netKey, reliable, unreliable);
+  const fail = (e) => {
+    log(`closing: ${e.message}`);
+    pc.close();
+    setState("disconnected");
+  };
+  reliable.onmessage = (e) => {
+    try {
+      peer.onStream(e.data);
+    } catch (err) {
+      fail(err);
+    }
+  };
+  unreliable.onmessage = (e) => {
+    try {
+      peer.onFrame(new Uint8Array(e.data));
+    } catch (err) {
+      fail(err);
+    }
+  };
+  reliable.onclose = () => setState("disconnected");
+  peer.ping();
+  setInterval(() => {
+    if (reliable.readyState !== "open") return;
+    peer.ping();
+    $("frames").textContent = `${peer.counts.in} in, ${peer.counts.out} out (${peer.counts.other} of other services)`;
+  }, PING_EVERY_MS);
+}
+
+main().catch((e) => {
+  log(`error: ${e.message}`);
+  setState("failed");
+  $("error").textContent = e.message;
+});
