@@ -1,0 +1,357 @@
+//! A real browser joins the overlay: a node started with `--http`, and
+//! headless Chromium opening its pages, driven over the DevTools protocol.
+//!
+//! What is asserted comes from the node's own output (the connection came
+//! up over WebRTC with the NodeId the browser's key proves, and the node's
+//! pings were answered) and from the pages (the browser verified the node,
+//! its own pings were answered; the dashboard lists the connection). Each
+//! test keeps a screenshot and prints its path.
+//!
+//! Needs Chromium: `.ci/run` installs Debian's `chromium`. Without it these
+//! tests fail and say so; set `PLEXUS_SKIP_BROWSER=1` to skip them.
+
+mod procs;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use procs::{temp_dir, Proc};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Generous: a page waits at most this long for what it is asked to show.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PLEXUS_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(move |d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .find(|p| p.is_file())
+}
+
+/// Chromium, or `None` when the tests are to be skipped (and said so).
+fn browser_binary(test: &str) -> Option<PathBuf> {
+    if std::env::var_os("PLEXUS_SKIP_BROWSER").is_some() {
+        eprintln!("{test}: skipped (PLEXUS_SKIP_BROWSER is set)");
+        return None;
+    }
+    Some(chromium().unwrap_or_else(|| {
+        panic!(
+            "{test} needs Chromium: install it (apt-get install chromium), point \
+             PLEXUS_CHROMIUM at it, or set PLEXUS_SKIP_BROWSER=1 to skip"
+        )
+    }))
+}
+
+/// Where screenshots go: kept after the test, under target/.
+fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One headless Chromium showing one page, and a DevTools connection to
+/// that page.
+struct Browser {
+    _child: Kill,
+    ws: Socket,
+    next_id: u64,
+    /// The DevTools session attached to the page.
+    session: Option<String>,
+}
+
+impl Browser {
+    async fn open(bin: &Path, url: &str, tag: &str) -> Browser {
+        let profile = temp_dir(&format!("chromium-{tag}"));
+        let child = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        // Killed on drop from here on, whatever fails next.
+        let mut child = Kill(child);
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
+        let stderr = child.0.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("ws://") {
+                    let _ = tx.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(WAIT)
+            .expect("chromium prints its DevTools address");
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("DevTools socket");
+        let mut b = Browser {
+            _child: child,
+            ws,
+            next_id: 1,
+            session: None,
+        };
+        // Attach to the page the browser opened.
+        let targets = b.call("Target.getTargets", json!({})).await;
+        let page = targets["targetInfos"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+            .and_then(|t| t["targetId"].as_str())
+            .expect("a page target")
+            .to_string();
+        let attached = b
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": page, "flatten": true}),
+            )
+            .await;
+        b.session = Some(
+            attached["sessionId"]
+                .as_str()
+                .expect("a session")
+                .to_string(),
+        );
+        b
+    }
+
+    /// Calls a DevTools method; its result.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(v) => v,
+            Err(e) => panic!("{method}: {e}"),
+        }
+    }
+
+    /// Calls a DevTools method; its result, or the error it answered.
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut req = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            req["sessionId"] = json!(s);
+        }
+        self.ws
+            .send(Message::Text(req.to_string().into()))
+            .await
+            .expect("DevTools send");
+        let reply = async {
+            while let Some(msg) = self.ws.next().await {
+                let Ok(Message::Text(t)) = msg else { continue };
+                let v: Value = serde_json::from_str(&t).expect("DevTools JSON");
+                if v["id"] == id {
+                    return v;
+                }
+            }
+            panic!("DevTools closed");
+        };
+        let v = tokio::time::timeout(WAIT + Duration::from_secs(10), reply)
+            .await
+            .expect("DevTools answers");
+        match v["error"].is_null() {
+            true => Ok(v["result"].clone()),
+            false => Err(v["error"].clone()),
+        }
+    }
+
+    /// Waits (in the page) until `cond` holds, then evaluates `value`.
+    async fn when(&mut self, cond: &str, value: &str) -> Value {
+        let expr = format!(
+            "new Promise((ok, fail) => {{ const end = Date.now() + {ms}; \
+             const f = () => {{ try {{ if ({cond}) return ok({value}); }} catch (e) {{}} \
+             if (Date.now() > end) return fail(new Error('timed out: ' + document.body.innerText)); \
+             setTimeout(f, 50); }}; f(); }})",
+            ms = WAIT.as_millis()
+        );
+        // The page may still be loading (the first document is
+        // about:blank): its script context then goes away under the
+        // evaluation, which is asked again in the new one.
+        let params = json!({"expression": expr, "awaitPromise": true, "returnByValue": true});
+        let mut tries = 0;
+        let r = loop {
+            match self.try_call("Runtime.evaluate", params.clone()).await {
+                Ok(r) => break r,
+                Err(e) if tries < 100 && e.to_string().contains("context") => tries += 1,
+                Err(e) => panic!("Runtime.evaluate: {e}"),
+            }
+        };
+        assert!(
+            r["exceptionDetails"].is_null(),
+            "page never showed {cond}: {}",
+            r["exceptionDetails"]
+        );
+        r["result"]["value"].clone()
+    }
+
+    async fn screenshot(&mut self, name: &str) -> PathBuf {
+        let r = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().expect("image data"))
+            .expect("base64");
+        let path = artifact(name);
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+        path
+    }
+}
+
+/// A child process, killed when dropped (a failed test leaves no
+/// browser running).
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node with its web endpoint, and a browser peer connected to it: the
+/// node's id, its web address, the browser's NodeId as the node saw it.
+struct Joined {
+    node: Proc,
+    node_id: String,
+    web: String,
+    peer_id: String,
+    peer: Browser,
+}
+
+async fn join(bin: &Path, tag: &str) -> Joined {
+    let dir = temp_dir(tag);
+    let key = dir.join("node.key");
+    let node = Proc::start(
+        "node",
+        &[
+            "--listen",
+            "quic://127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--webrtc-udp",
+            "127.0.0.1:0",
+            "--status-every",
+            "0",
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    let node_id = node
+        .expect("its id", |l| l.starts_with("node id "))
+        .trim_start_matches("node id ")
+        .to_string();
+    let line = node.expect("its web endpoint", |l| l.starts_with("web endpoint on "));
+    let web = line
+        .split_whitespace()
+        .nth(3)
+        .expect("an address")
+        .trim_end_matches('/')
+        .to_string();
+    let mut peer = Browser::open(bin, &format!("{web}/"), tag).await;
+
+    // The node's side: a WebRTC connection whose NodeId the handshake
+    // proved, and an answer to its ping.
+    let line = node.expect("the browser's connection", |l| {
+        l.starts_with("connected to ") && l.contains(" over webrtc://")
+    });
+    let peer_id = line.split_whitespace().nth(2).unwrap().to_string();
+    assert!(
+        line.ends_with(&format!("over webrtc://{peer_id}")),
+        "{line}"
+    );
+    node.expect("an answered ping", |l| {
+        l.starts_with(&format!("ping {peer_id}: rtt "))
+    });
+
+    // The page's side: its own key gives that NodeId; it verified the
+    // node's; the node answered its pings.
+    let shown = peer
+        .when(
+            "document.body.dataset.state === 'connected' && Number(document.body.dataset.pongs) >= 2",
+            "[document.getElementById('my-id').textContent, document.getElementById('node-id').textContent, document.getElementById('verified').textContent]",
+        )
+        .await;
+    assert_eq!(shown[0], peer_id.as_str(), "the page's NodeId");
+    assert_eq!(shown[1], node_id.as_str(), "the node the page joined");
+    assert!(
+        shown[2].as_str().unwrap().starts_with("yes"),
+        "the page verified the node: {}",
+        shown[2]
+    );
+    Joined {
+        node,
+        node_id,
+        web,
+        peer_id,
+        peer,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_joins_over_webrtc_with_a_verified_id_and_pings() {
+    let Some(bin) = browser_binary("a_browser_joins_over_webrtc_with_a_verified_id_and_pings")
+    else {
+        return;
+    };
+    let mut j = join(&bin, "browser-join").await;
+    let png = j.peer.screenshot("peer.png").await;
+    assert!(std::fs::metadata(png).unwrap().len() > 1000);
+    assert!(!j.node_id.is_empty());
+    drop(j.node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_the_browser_connection() {
+    let Some(bin) = browser_binary("the_dashboard_lists_the_browser_connection") else {
+        return;
+    };
+    let j = join(&bin, "browser-dash").await;
+    let mut dash = Browser::open(&bin, &format!("{}/dashboard", j.web), "dash").await;
+    let row = dash
+        .when(
+            &format!(
+                "[...document.querySelectorAll('#connections tr')].some(r => r.dataset.node === '{}' && r.dataset.transport === 'webrtc' && !r.innerText.includes('…'))",
+                j.peer_id
+            ),
+            &format!(
+                "[document.getElementById('node').textContent, document.querySelector('#connections tr[data-node=\"{}\"]').innerText, document.querySelectorAll('#overlay g').length]",
+                j.peer_id
+            ),
+        )
+        .await;
+    assert_eq!(row[0], j.node_id.as_str());
+    let text = row[1].as_str().unwrap();
+    assert!(text.contains("webrtc") && text.contains(" ms"), "{text}");
+    // The picture: this node and its neighbour.
+    assert!(row[2].as_u64().unwrap() >= 2, "{row:?}");
+    dash.screenshot("dashboard.png").await;
+    drop(j);
+}
