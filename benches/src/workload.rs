@@ -4,12 +4,14 @@
 
 use plexus::router::StaticRouter;
 use plexus::runtime::{Node, NodeEvent, NodeEvents, NodeHandle, RuntimeConfig, Transport};
+use plexus::transports::memory::{MemoryHub, MemoryTransport};
 use plexus::transports::quic::QuicTransport;
 use plexus::transports::tcp::TcpTransport;
 use plexus::transports::tls;
+use plexus::transports::webrtc::{WebRtcConfig, WebRtcTransport};
 use plexus::{
-    Answer, BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, NoHandler, RouteRule,
-    ServiceId, TransportConfig,
+    Address, Answer, BehaviorAgent, Identity, Incoming, Network, NetworkBehavior, NoHandler,
+    RouteRule, ServiceId, TransportConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -118,6 +120,9 @@ pub(crate) enum Kind {
     Quic,
     /// TLS 1.3 over TCP.
     Tcp,
+    /// WebRTC data channels (webrtc-rs), native to native, signalled over
+    /// an in-process link that is closed once the WebRTC connection is up.
+    Webrtc,
 }
 
 /// Two connected plexus nodes: A (sender) and B (receiver).
@@ -130,6 +135,8 @@ pub(crate) struct Pair {
     pub(crate) b: NodeHandle,
     /// B's events.
     pub(crate) b_events: NodeEvents,
+    /// For WebRTC, the node that relayed the signalling.
+    signaller: Option<NodeHandle>,
 }
 
 pub(crate) async fn plexus_node(
@@ -138,17 +145,44 @@ pub(crate) async fn plexus_node(
     router: Arc<StaticRouter>,
 ) -> io::Result<(NodeHandle, NodeEvents)> {
     let local = "127.0.0.1:0".parse().expect("address");
-    let t: Arc<dyn Transport> = match kind {
-        Kind::Quic => Arc::new(QuicTransport::bind(local, id, TransportConfig::default())?),
-        Kind::Tcp => Arc::new(TcpTransport::bind(local, id, TransportConfig::default()).await?),
-    };
-    let net = Network::builder(id.node_id(), router)
+    let mut builder = Network::builder(id.node_id(), router)
         .seed(id.node_id().0)
-        .behavior(Blast::default())
-        .build()
-        .map_err(io::Error::other)?;
-    Ok(Node::spawn(net, vec![t], RuntimeConfig::default()))
+        .behavior(Blast::default());
+    let mut rtc = None;
+    let ts: Vec<Arc<dyn Transport>> = match kind {
+        Kind::Quic => vec![Arc::new(QuicTransport::bind(
+            local,
+            id,
+            TransportConfig::default(),
+        )?)],
+        Kind::Tcp => vec![Arc::new(
+            TcpTransport::bind(local, id, TransportConfig::default()).await?,
+        )],
+        Kind::Webrtc => {
+            let t = WebRtcTransport::new(id, TransportConfig::default(), WebRtcConfig::loopback())?;
+            builder = builder.behavior(t.signalling());
+            rtc = Some(t.clone());
+            vec![
+                Arc::new(t),
+                Arc::new(MemoryTransport::new(
+                    &SIGNAL_HUB,
+                    id.node_id().0,
+                    id.node_id(),
+                    TransportConfig::default(),
+                )),
+            ]
+        }
+    };
+    let net = builder.build().map_err(io::Error::other)?;
+    let (h, e) = Node::spawn(net, ts, RuntimeConfig::default());
+    if let Some(t) = rtc {
+        t.attach(&h);
+    }
+    Ok((h, e))
 }
+
+/// The in-process links WebRTC pairs signal over.
+static SIGNAL_HUB: std::sync::LazyLock<MemoryHub> = std::sync::LazyLock::new(MemoryHub::new);
 
 /// Waits for an event `f` picks, at most 120 s.
 pub(crate) async fn wait<T>(
@@ -171,6 +205,9 @@ impl Pair {
     /// Stops both nodes.
     pub(crate) async fn shutdown(self) -> io::Result<()> {
         self.a.shutdown().await.map_err(io::Error::other)?;
+        if let Some(s) = self.signaller {
+            s.shutdown().await.map_err(io::Error::other)?;
+        }
         self.b.shutdown().await.map_err(io::Error::other)
     }
 }
@@ -185,23 +222,61 @@ pub(crate) async fn pair(kind: Kind) -> io::Result<Pair> {
         Arc::new(StaticRouter::new(ia.node_id())),
         Arc::new(StaticRouter::new(ib.node_id())),
     );
-    ra.set_route(ib.node_id(), ib.node_id(), 1);
-    rb.set_route(ia.node_id(), ia.node_id(), 1);
-    let (a, mut a_events) = plexus_node(kind, &ia, ra).await?;
-    let (b, b_events) = plexus_node(kind, &ib, rb).await?;
-    a.connect(b.node_id(), b.listen_addrs()[0])
-        .await
-        .map_err(io::Error::other)?;
-    let bid = b.node_id();
+    let (aid, bid) = (ia.node_id(), ib.node_id());
+    let (a, mut a_events) = plexus_node(kind, &ia, ra.clone()).await?;
+    let (b, mut b_events) = plexus_node(kind, &ib, rb.clone()).await?;
+    let mut signaller = None;
+    if kind == Kind::Webrtc {
+        // A and B each link to a third node S in process; the offer and
+        // answer go A → S → B and back; then A and B route to each other
+        // over the WebRTC connection alone.
+        let is = Identity::generate().map_err(io::Error::other)?;
+        let rs = Arc::new(StaticRouter::new(is.node_id()));
+        rs.set_route(aid, aid, 1);
+        rs.set_route(bid, bid, 1);
+        let s_mem: Arc<dyn Transport> = Arc::new(MemoryTransport::new(
+            &SIGNAL_HUB,
+            is.node_id().0,
+            is.node_id(),
+            TransportConfig::default(),
+        ));
+        let net = Network::builder(is.node_id(), rs)
+            .build()
+            .map_err(io::Error::other)?;
+        let (s, _s_events) = Node::spawn(net, vec![s_mem], RuntimeConfig::default());
+        for (h, ev) in [(&a, &mut a_events), (&b, &mut b_events)] {
+            let sid = is.node_id();
+            h.connect(sid, Address::Memory(sid.0))
+                .await
+                .map_err(io::Error::other)?;
+            wait(ev, |e| {
+                matches!(e, NodeEvent::Connected { node, .. } if node == sid).then_some(())
+            })
+            .await?;
+        }
+        ra.set_route(bid, is.node_id(), 2);
+        rb.set_route(aid, is.node_id(), 2);
+        a.connect(bid, Address::WebRtc(bid))
+            .await
+            .map_err(io::Error::other)?;
+        signaller = Some(s);
+    } else {
+        a.connect(bid, b.listen_addrs()[0])
+            .await
+            .map_err(io::Error::other)?;
+    }
     wait(&mut a_events, |ev| {
         matches!(ev, NodeEvent::Connected { node, .. } if node == bid).then_some(())
     })
     .await?;
+    ra.set_route(bid, bid, 1);
+    rb.set_route(aid, aid, 1);
     Ok(Pair {
         a,
         a_events,
         b,
         b_events,
+        signaller,
     })
 }
 
@@ -348,6 +423,8 @@ pub(crate) enum Baseline {
     TcpTls,
     /// Plain tokio TCP: the loopback ceiling.
     Tcp,
+    /// plexus itself over QUIC: what WebRTC is compared with.
+    PlexusQuic,
 }
 
 impl Baseline {
@@ -357,6 +434,7 @@ impl Baseline {
             Baseline::Quinn => "baseline-quinn",
             Baseline::TcpTls => "baseline-tcp-tls",
             Baseline::Tcp => "baseline-tcp",
+            Baseline::PlexusQuic => "plexus-quic",
         }
     }
 }
@@ -428,6 +506,7 @@ async fn connect(b: Baseline) -> io::Result<(Duplex, Duplex)> {
             AsyncReadExt::read_exact(&mut sr, &mut first).await?;
             Ok(((Box::new(cr), Box::new(cs)), (Box::new(sr), Box::new(ss))))
         }
+        Baseline::PlexusQuic => Err(io::Error::other("plexus-quic is no byte stream")),
         Baseline::TcpTls | Baseline::Tcp => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -461,6 +540,21 @@ async fn connect(b: Baseline) -> io::Result<(Duplex, Duplex)> {
 
 /// Runs `work` on baseline `b`.
 pub(crate) async fn baseline(b: Baseline, work: Work) -> io::Result<Measured> {
+    if b == Baseline::PlexusQuic {
+        let mut p = pair(Kind::Quic).await?;
+        let m = match work {
+            Work::Rtt { n, size } => {
+                plexus_rtt(&mut p, n.min(1000), size).await?; // warm-up
+                Measured::Rtts(plexus_rtt(&mut p, n, size).await?)
+            }
+            Work::Stream { n, size } => {
+                plexus_stream(&mut p, n.min(10_000), size).await?; // warm-up
+                Measured::Elapsed(plexus_stream(&mut p, n, size).await?)
+            }
+        };
+        p.shutdown().await?;
+        return Ok(m);
+    }
     let ((cr, cw), (sr, sw)) = connect(b).await?;
     match work {
         Work::Rtt { n, size } => {

@@ -72,6 +72,22 @@ pub(crate) fn fingerprint(sdp: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// The largest data channel message an SDP's author takes: its
+/// `a=max-message-size` (RFC 8841), 64 KiB when absent, unbounded for 0.
+pub(crate) fn max_message_size(sdp: &str) -> usize {
+    match sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=max-message-size:"))
+        .map(|v| v.trim().parse::<usize>())
+    {
+        None => 64 * 1024,
+        Some(Ok(0)) => usize::MAX,
+        Some(Ok(n)) => n,
+        // Unreadable: the smallest size every stack takes.
+        Some(Err(_)) => 16 * 1024,
+    }
+}
+
 /// The session transcript both hellos bind to.
 pub(crate) fn transcript(offerer: &[u8; 32], answerer: &[u8; 32]) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -142,6 +158,14 @@ mod tests {
         assert!(fingerprint("a=fingerprint:sha-256 01:02").is_err());
         let long = format!("a=fingerprint:sha-256 {}", ["ab"; 33].join(":"));
         assert!(fingerprint(&long).is_err());
+    }
+
+    #[test]
+    fn max_message_size_follows_rfc_8841() {
+        assert_eq!(max_message_size("v=0\r\n"), 65536);
+        assert_eq!(max_message_size("a=max-message-size:262144\r\n"), 262_144);
+        assert_eq!(max_message_size("a=max-message-size:0\r\n"), usize::MAX);
+        assert_eq!(max_message_size("a=max-message-size:x\r\n"), 16384);
     }
 
     #[test]
