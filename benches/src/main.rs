@@ -28,6 +28,7 @@ mod overlay;
 mod pubsub_quic;
 mod relay;
 mod route;
+mod rtc_baseline;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -623,7 +624,7 @@ fn baselines(kind: workload::Kind) -> Vec<workload::Baseline> {
     match kind {
         workload::Kind::Quic => vec![Quinn],
         workload::Kind::Tcp => vec![TcpTls, Tcp],
-        workload::Kind::Webrtc => vec![PlexusQuic],
+        workload::Kind::Webrtc => vec![Webrtc, PlexusQuic],
     }
 }
 

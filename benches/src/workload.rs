@@ -425,6 +425,8 @@ pub(crate) enum Baseline {
     Tcp,
     /// plexus itself over QUIC: what WebRTC is compared with.
     PlexusQuic,
+    /// webrtc-rs alone: two peer connections, one data channel.
+    Webrtc,
 }
 
 impl Baseline {
@@ -435,6 +437,7 @@ impl Baseline {
             Baseline::TcpTls => "baseline-tcp-tls",
             Baseline::Tcp => "baseline-tcp",
             Baseline::PlexusQuic => "plexus-quic",
+            Baseline::Webrtc => "baseline-webrtc-rs",
         }
     }
 }
@@ -506,7 +509,9 @@ async fn connect(b: Baseline) -> io::Result<(Duplex, Duplex)> {
             AsyncReadExt::read_exact(&mut sr, &mut first).await?;
             Ok(((Box::new(cr), Box::new(cs)), (Box::new(sr), Box::new(ss))))
         }
-        Baseline::PlexusQuic => Err(io::Error::other("plexus-quic is no byte stream")),
+        Baseline::PlexusQuic | Baseline::Webrtc => {
+            Err(io::Error::other("not a byte-stream baseline"))
+        }
         Baseline::TcpTls | Baseline::Tcp => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -540,6 +545,9 @@ async fn connect(b: Baseline) -> io::Result<(Duplex, Duplex)> {
 
 /// Runs `work` on baseline `b`.
 pub(crate) async fn baseline(b: Baseline, work: Work) -> io::Result<Measured> {
+    if b == Baseline::Webrtc {
+        return crate::rtc_baseline::run(work).await;
+    }
     if b == Baseline::PlexusQuic {
         let mut p = pair(Kind::Quic).await?;
         let m = match work {

@@ -341,3 +341,31 @@ async fn another_network_key_is_refused_before_any_behaviour() {
         n.handle.shutdown().await.unwrap();
     }
 }
+
+/// The worked example in docs/wire.md is what plexus itself encodes.
+#[test]
+fn the_wire_doc_example_is_what_plexus_encodes() {
+    use plexus_network::wire::{Frame, Header};
+    let ping = plexus_behaviours::ping::Message::Ping {
+        seq: 3,
+        sent_at_us: 1000,
+    };
+    let payload = postcard::to_allocvec(&ping).unwrap();
+    assert_eq!(payload, [0x00, 0x03, 0xe8, 0x07]);
+    let header = Header {
+        service: ServiceId(1),
+        rule: RouteRule::Direct,
+        ttl: 16,
+        source: NodeId(0x0102_0304_0506_0708),
+        unreliable: false,
+    };
+    let frame = Frame::encode(&header, &payload).unwrap();
+    let doc =
+        "01 00 01 00 10 00 00 00 00 00 00 00 00 01 02 03 04 05 06 07 08 00 00 00 04 00 03 e8 07";
+    let doc: Vec<u8> = doc
+        .split(' ')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    assert_eq!(frame, doc);
+    assert_eq!(frame.len(), 0x1d);
+}
