@@ -10,6 +10,9 @@
 //! Needs Chromium: `.ci/run` installs Debian's `chromium`. Without it these
 //! tests fail and say so; set `PLEXUS_SKIP_BROWSER=1` to skip them.
 
+// Real processes on real time: the clock is the point here.
+#![allow(clippy::disallowed_methods)]
+
 mod procs;
 
 use base64::Engine;
@@ -354,4 +357,112 @@ async fn the_dashboard_lists_the_browser_connection() {
     assert!(row[2].as_u64().unwrap() >= 2, "{row:?}");
     dash.screenshot("dashboard.png").await;
     drop(j);
+}
+
+/// The web endpoint without a browser: pages and status are served, and
+/// the signalling socket answers bad input with an error (or, past its
+/// limits, closes) and never takes the node down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_endpoint_serves_pages_and_refuses_bad_signalling() {
+    use plexus::router::StaticRouter;
+    use plexus::runtime::{Node, RuntimeConfig};
+    use plexus::transports::webrtc::{WebRtcConfig, WebRtcTransport};
+    use plexus::{Identity, Network, TransportConfig};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let id = Identity::generate().unwrap();
+    let rtc =
+        WebRtcTransport::new(&id, TransportConfig::default(), WebRtcConfig::loopback()).unwrap();
+    let net = Network::builder(id.node_id(), Arc::new(StaticRouter::new(id.node_id())))
+        .behavior(rtc.signalling())
+        .build()
+        .unwrap();
+    let (node, _events) = Node::spawn(net, vec![Arc::new(rtc.clone())], RuntimeConfig::default());
+    rtc.attach(&node);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let server = tokio::spawn(plexus::transports::web::serve(
+        listener,
+        node.clone(),
+        rtc.clone(),
+        false,
+    ));
+
+    // Pages and status.
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(at).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    assert!(get("/").await.contains("plexus browser peer"));
+    assert!(get("/peer.js").await.contains("plexus-webrtc-v1"));
+    assert!(get("/dashboard").await.contains("dashboard.js"));
+    let status = get("/api/status").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        status.contains(&format!("\"node\":\"{}\"", id.node_id())),
+        "{status}"
+    );
+    assert!(get("/nothing").await.starts_with("HTTP/1.1 404"));
+
+    // Signalling: the welcome, then an error for each bad message.
+    let url = format!("ws://{at}/signal");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let recv = async |ws: &mut Socket| -> Option<Value> {
+        loop {
+            match tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("an answer")
+            {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    let welcome = recv(&mut ws).await.unwrap();
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["node"], id.node_id().to_string());
+    for (bad, says) in [
+        ("not json", "not JSON"),
+        (r#"{"type":"hello"}"#, "expected"),
+        (r#"{"type":"offer","sdp":"v=0 nonsense"}"#, "webrtc"),
+    ] {
+        ws.send(Message::Text(bad.into())).await.unwrap();
+        let reply = recv(&mut ws).await.expect("an error, not a closed socket");
+        assert_eq!(reply["type"], "error", "{bad}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(says),
+            "{bad}: {reply}"
+        );
+    }
+    // An oversized message closes that socket only.
+    let huge = "x".repeat(100 * 1024);
+    let _ = ws.send(Message::Text(huge.into())).await;
+    assert_eq!(recv(&mut ws).await, None);
+    // Past its offers, a socket is closed.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    recv(&mut ws).await.unwrap();
+    let offer = r#"{"type":"offer","sdp":"v=0 nonsense"}"#;
+    for _ in 0..plexus::transports::web::OFFERS_PER_SOCKET {
+        ws.send(Message::Text(offer.into())).await.unwrap();
+        assert_eq!(recv(&mut ws).await.unwrap()["type"], "error");
+    }
+    let _ = ws.send(Message::Text(offer.into())).await;
+    assert_eq!(recv(&mut ws).await, None);
+    // The node is still up.
+    assert_eq!(node.status().await.unwrap().node, id.node_id());
+    server.abort();
+    node.shutdown().await.unwrap();
 }

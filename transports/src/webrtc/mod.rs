@@ -6,7 +6,7 @@
 //! the offerer opens (announced in band, so a browser's
 //! `createDataChannel` is all it takes):
 //! - `plexus`: reliable and ordered. The first message each way is a
-//!   [hello](hello) proving the node's ed25519 identity and the network key,
+//!   [hello] proving the node's ed25519 identity and the network key,
 //!   bound to both sides' DTLS certificate fingerprints; after it the
 //!   channel carries the same length-delimited frame stream as TCP and QUIC
 //!   (`u32` big-endian length, then the frame), cut into messages of at
@@ -583,20 +583,22 @@ impl Inner {
             channels.reliable.ready_state().await,
             Ok(RTCDataChannelState::Open)
         );
-        while !open {
-            match next_event(&channels.reliable).await {
-                Some(DataChannelEvent::OnOpen) => break,
-                Some(DataChannelEvent::OnMessage(m)) => {
-                    theirs = Some(m.data);
-                    break;
+        if !open {
+            loop {
+                match next_event(&channels.reliable).await {
+                    Some(DataChannelEvent::OnOpen) => break,
+                    Some(DataChannelEvent::OnMessage(m)) => {
+                        theirs = Some(m.data);
+                        break;
+                    }
+                    None | Some(DataChannelEvent::OnClose) | Some(DataChannelEvent::OnError) => {
+                        return Err(failed(
+                            "handshake",
+                            "the data channel closed before opening",
+                        ))
+                    }
+                    Some(_) => {}
                 }
-                None | Some(DataChannelEvent::OnClose) | Some(DataChannelEvent::OnError) => {
-                    return Err(failed(
-                        "handshake",
-                        "the data channel closed before opening",
-                    ))
-                }
-                Some(_) => {}
             }
         }
         channels
