@@ -618,10 +618,19 @@ impl Inner {
                 }
             },
         };
-        let node = hello::check_hello(&theirs, &key, &t, role.peer()).map_err(|e| match e {
-            hello::HelloError::NetworkKey => DialError::NetworkKey,
-            other => failed("hello", other),
-        })?;
+        let node = match hello::check_hello(&theirs, &key, &t, role.peer()) {
+            Ok(node) => node,
+            Err(e) => {
+                // Our hello reaches the peer before the connection closes,
+                // so it learns the real reason too (its check fails the
+                // same way), not just a closed channel.
+                delivered(&channels.reliable, self.config.close_timeout).await;
+                return Err(match e {
+                    hello::HelloError::NetworkKey => DialError::NetworkKey,
+                    other => failed("hello", other),
+                });
+            }
+        };
         if let Some(expected) = expected {
             if node != expected {
                 return Err(DialError::IdentityMismatch {
@@ -775,6 +784,18 @@ impl FrameReader for Reader {
     }
 }
 
+/// Waits (at most `timeout`) until the peer has acknowledged everything
+/// sent on `dc`. The channel's events belong to its reader, so this
+/// checks the count every few milliseconds rather than waiting for one.
+async fn delivered(dc: &Arc<dyn DataChannel>, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        while dc.outstanding_bytes().await.unwrap_or(0) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 /// Each message of the unreliable channel is one frame.
 async fn read_unreliable(
     dc: &Arc<dyn DataChannel>,
@@ -845,12 +866,7 @@ impl FrameWriter for Writer {
             // What was sent reaches the peer before the channel closes
             // (bounded by the close timeout), so it reads to a clean end.
             let reliable = self.channels.reliable.clone();
-            let _ = tokio::time::timeout(self.close_timeout, async {
-                while reliable.outstanding_bytes().await.unwrap_or(0) > 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await;
+            delivered(&reliable, self.close_timeout).await;
             let _ = reliable.close().await;
             end.map(|_| ())
         })
