@@ -452,7 +452,7 @@ async fn command(node: &NodeHandle, line: &str, kv_runs: bool) {
             }
         },
         "webrtc" => match u64::from_str_radix(rest, 16) {
-            Ok(n) if rest.len() == 16 => {
+            Ok(n) if rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 let peer = plexus::NodeId(n);
                 node.connect(peer, Address::WebRtc(peer)).await.map(|conn| {
                     format!("dialling {peer} over WebRTC ({conn}), signalled through the overlay")

@@ -249,24 +249,24 @@ struct Joined {
     peer: Browser,
 }
 
-async fn join(bin: &Path, tag: &str) -> Joined {
-    let dir = temp_dir(tag);
-    let key = dir.join("node.key");
-    let node = Proc::start(
-        "node",
-        &[
-            "--listen",
-            "quic://127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--webrtc-udp",
-            "127.0.0.1:0",
-            "--status-every",
-            "0",
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-    );
+/// The node example with its web endpoint, on loopback, with `extra`
+/// flags: the process, its id and its web address (no trailing slash).
+fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String) {
+    let key = temp_dir(tag).join("node.key");
+    let mut args = vec![
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--webrtc-udp",
+        "127.0.0.1:0",
+        "--status-every",
+        "0",
+        "--key-file",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let node = Proc::start("node", &args);
     let node_id = node
         .expect("its id", |l| l.starts_with("node id "))
         .trim_start_matches("node id ")
@@ -278,6 +278,11 @@ async fn join(bin: &Path, tag: &str) -> Joined {
         .expect("an address")
         .trim_end_matches('/')
         .to_string();
+    (node, node_id, web)
+}
+
+async fn join(bin: &Path, tag: &str) -> Joined {
+    let (node, node_id, web) = web_node(tag, &[]);
     let mut peer = Browser::open(bin, &format!("{web}/"), tag).await;
 
     // The node's side: a WebRTC connection whose NodeId the handshake
@@ -298,8 +303,8 @@ async fn join(bin: &Path, tag: &str) -> Joined {
     // node's; the node answered its pings.
     let shown = peer
         .when(
-            "document.body.dataset.state === 'connected' && Number(document.body.dataset.pongs) >= 2",
-            "[document.getElementById('my-id').textContent, document.getElementById('node-id').textContent, document.getElementById('verified').textContent]",
+            "document.body.dataset.state === 'connected' && Number(document.body.dataset.pongs) >= 2 && document.body.dataset.firstPingSeq",
+            "[document.getElementById('my-id').textContent, document.getElementById('node-id').textContent, document.getElementById('verified').textContent, document.body.dataset.firstPingSeq]",
         )
         .await;
     assert_eq!(shown[0], peer_id.as_str(), "the page's NodeId");
@@ -309,6 +314,9 @@ async fn join(bin: &Path, tag: &str) -> Joined {
         "the page verified the node: {}",
         shown[2]
     );
+    // The node's very first ping was answered: nothing it sent right
+    // after its hello was lost while the page checked that hello.
+    assert_eq!(shown[3], "1", "the first ping the page answered");
     Joined {
         node,
         node_id,
@@ -461,8 +469,56 @@ async fn the_web_endpoint_serves_pages_and_refuses_bad_signalling() {
     }
     let _ = ws.send(Message::Text(offer.into())).await;
     assert_eq!(recv(&mut ws).await, None);
+    // A page of another origin may not signal.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    // At most MAX_SOCKETS_PER_IP sockets from one address.
+    let mut open = Vec::new();
+    for _ in 0..plexus::transports::web::MAX_SOCKETS_PER_IP {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        recv(&mut ws).await.unwrap();
+        open.push(ws);
+    }
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
     // The node is still up.
     assert_eq!(node.status().await.unwrap().node, id.node_id());
     server.abort();
     node.shutdown().await.unwrap();
+}
+
+/// A page with the wrong network secret is refused by the node before any
+/// behaviour sees it, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_with_the_wrong_network_key_is_refused() {
+    let Some(bin) = browser_binary("a_browser_with_the_wrong_network_key_is_refused") else {
+        return;
+    };
+    let (node, _, web) = web_node("browser-key", &["--network-key", "right"]);
+    let mut page = Browser::open(&bin, &format!("{web}/#secret=wrong"), "browser-key").await;
+    let error = page
+        .when(
+            "document.body.dataset.state === 'failed'",
+            "document.getElementById('error').textContent",
+        )
+        .await;
+    let error = error.as_str().unwrap();
+    assert!(error.contains("network key mismatch"), "{error}");
+    // The node refused before any connection came up.
+    let printed = node.printed();
+    assert!(
+        !printed.iter().any(|l| l.starts_with("connected to ")),
+        "{printed:?}"
+    );
+    page.screenshot("refused.png").await;
 }

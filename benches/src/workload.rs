@@ -120,8 +120,9 @@ pub(crate) enum Kind {
     Quic,
     /// TLS 1.3 over TCP.
     Tcp,
-    /// WebRTC data channels (webrtc-rs), native to native, signalled over
-    /// an in-process link that is closed once the WebRTC connection is up.
+    /// WebRTC data channels (webrtc-rs), native to native, signalled
+    /// through a third node linked in process; the pair's routes then use
+    /// the WebRTC connection alone.
     Webrtc,
 }
 

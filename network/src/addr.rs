@@ -92,7 +92,7 @@ impl FromStr for Address {
             "tcp" => sock().map(Address::Tcp),
             "webrtc" => u64::from_str_radix(rest, 16)
                 .ok()
-                .filter(|_| rest.len() == 16)
+                .filter(|_| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
                 .map(|n| Address::WebRtc(crate::NodeId(n)))
                 .ok_or_else(|| invalid("expected a node id of 16 hex digits".to_string())),
             other => Err(AddressParseError::UnknownScheme(other.to_string())),
@@ -133,6 +133,10 @@ mod tests {
         ));
         assert!(matches!(
             "webrtc://127.0.0.1:1".parse::<Address>(),
+            Err(AddressParseError::Invalid { .. })
+        ));
+        assert!(matches!(
+            "webrtc://+00c0ffee1234567".parse::<Address>(),
             Err(AddressParseError::Invalid { .. })
         ));
     }

@@ -72,6 +72,11 @@ impl Proc {
         }
     }
 
+    /// The lines printed so far and not yet read, without waiting.
+    pub(crate) fn printed(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Types `line` (and Enter).
     pub(crate) fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");

@@ -15,24 +15,45 @@
 //! sends `{"type":"offer","sdp":"…"}` (its candidates inside); the server
 //! answers `{"type":"answer","sdp":"…"}` or `{"type":"error","message":"…"}`.
 //! The WebRTC handshake then proves both identities over the data channel
-//! ([`crate::webrtc::hello`]): the web server is trusted with nothing.
-//! A socket may carry [`OFFERS_PER_SOCKET`] offers; messages over 64 KiB
-//! close it.
+//! ([`crate::webrtc::hello`]), bound to the DTLS certificates, so nothing
+//! on the signalling path can pose as either side. (The page's own code
+//! comes from this server: a browser trusts the node it loads the page
+//! from, as with any web application.)
+//!
+//! Limits: the server closes a socket once it has answered, after
+//! [`OFFERS_PER_SOCKET`] refused offers, or on a message over 64 KiB; it
+//! keeps at most [`MAX_SOCKETS`] sockets open, [`MAX_SOCKETS_PER_IP`] per
+//! client address; WebRTC handshakes in progress are bounded per client
+//! address too (`TransportConfig::max_pending_per_source`). A socket
+//! opened by a page of another origin (its `Origin` header names another
+//! host than the request's `Host`) is refused, so a web site the node's
+//! operator visits cannot make the browser join the overlay.
+//!
+//! The page needs a secure context for WebCrypto: serve it on `localhost`
+//! / `127.0.0.1`, or behind HTTPS.
 
 use crate::webrtc::WebRtcTransport;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use parking_lot::Mutex;
 use plexus_network::runtime::{NodeHandle, NodeStatus};
 use plexus_network::{Address, Direction};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-/// Offers one WebSocket may carry before the server closes it.
+/// Refused offers one WebSocket may carry before the server closes it.
 pub const OFFERS_PER_SOCKET: usize = 8;
+/// Signalling sockets open at once.
+pub const MAX_SOCKETS: usize = 64;
+/// Signalling sockets open at once from one client address.
+pub const MAX_SOCKETS_PER_IP: usize = 8;
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
 const PEER_HTML: &str = include_str!("../web/peer.html");
@@ -45,6 +66,36 @@ struct Web {
     node: NodeHandle,
     rtc: WebRtcTransport,
     network_key: bool,
+    /// Open signalling sockets by client address.
+    sockets: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A signalling socket's place among the open ones.
+struct SocketSlot(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr);
+
+impl SocketSlot {
+    fn take(web: &Web, ip: IpAddr) -> Option<SocketSlot> {
+        let mut open = web.sockets.lock();
+        let total: usize = open.values().sum();
+        let mine = open.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_SOCKETS || mine >= MAX_SOCKETS_PER_IP {
+            return None;
+        }
+        open.insert(ip, mine + 1);
+        Some(SocketSlot(web.sockets.clone(), ip))
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.lock();
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// Serves the web endpoint of `node` on `listener` until the listener
@@ -79,8 +130,13 @@ pub async fn serve(
             node,
             rtc,
             network_key,
+            sockets: Arc::default(),
         });
-    axum::serve(listener, app).await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 fn page(body: &'static str, kind: &'static str) -> Response {
@@ -157,12 +213,47 @@ pub fn status_json(s: &NodeStatus) -> Value {
     })
 }
 
-async fn signal(ws: WebSocketUpgrade, State(web): State<Web>) -> Response {
+async fn signal(
+    ws: WebSocketUpgrade,
+    State(web): State<Web>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| !host.is_empty() && rest == host);
+        if !same {
+            log::info!("web: signalling socket from {client} refused: origin {origin:?} is not this host ({host:?})");
+            return (StatusCode::FORBIDDEN, "cross-origin signalling refused").into_response();
+        }
+    }
+    let Some(slot) = SocketSlot::take(&web, client.ip()) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many signalling sockets",
+        )
+            .into_response();
+    };
     ws.max_message_size(MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| signal_socket(socket, web))
+        .on_upgrade(move |socket| signal_socket(socket, web, client, slot))
 }
 
-async fn signal_socket(mut socket: WebSocket, web: Web) {
+async fn signal_socket(mut socket: WebSocket, web: Web, client: SocketAddr, slot: SocketSlot) {
+    session(&mut socket, &web, client).await;
+    // The slot is free before the client can see the socket close.
+    drop(slot);
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// Serves one signalling socket until it has answered an offer, failed,
+/// or reached a limit.
+async fn session(socket: &mut WebSocket, web: &Web, client: SocketAddr) {
     let welcome = json!({
         "type": "welcome",
         "node": web.node.node_id().to_string(),
@@ -175,7 +266,7 @@ async fn signal_socket(mut socket: WebSocket, web: Web) {
     {
         return;
     }
-    let mut offers = 0;
+    let mut refused = 0;
     while let Some(Ok(msg)) = socket.recv().await {
         let text = match msg {
             Message::Text(t) => t,
@@ -184,17 +275,22 @@ async fn signal_socket(mut socket: WebSocket, web: Web) {
         };
         let reply = match serde_json::from_str::<Value>(&text) {
             Ok(v) if v["type"] == "offer" && v["sdp"].is_string() => {
-                offers += 1;
-                if offers > OFFERS_PER_SOCKET {
-                    log::info!(
-                        "web: a signalling socket sent over {OFFERS_PER_SOCKET} offers: closing it"
-                    );
-                    return;
-                }
                 let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
-                match web.rtc.accept_offer(sdp).await {
-                    Ok(answer) => json!({"type": "answer", "sdp": answer}),
-                    Err(e) => json!({"type": "error", "message": e.to_string()}),
+                match web.rtc.accept_offer(sdp, &client.ip().to_string()).await {
+                    Ok(answer) => {
+                        // Answered: the socket's work is done.
+                        let answer = json!({"type": "answer", "sdp": answer});
+                        let _ = socket.send(Message::Text(answer.to_string().into())).await;
+                        return;
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        if refused > OFFERS_PER_SOCKET {
+                            log::info!("web: {client} sent over {OFFERS_PER_SOCKET} refused offers: closing its socket");
+                            return;
+                        }
+                        json!({"type": "error", "message": e.to_string()})
+                    }
                 }
             }
             Ok(_) => json!({"type": "error", "message": "expected {\"type\":\"offer\",\"sdp\":…}"}),

@@ -25,11 +25,13 @@ struct Tagged {
     body: Vec<u8>,
 }
 
-/// Counts probes: whether they came in order with no gap, and how many.
+/// Counts probes: whether they came in order with no gap, and how many;
+/// tells the application once `target` have come.
 #[derive(Default)]
 struct Probe {
     count: u64,
     in_order: bool,
+    target: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,29 +43,30 @@ struct Count {
 impl NetworkBehavior for Probe {
     type Msg = Tagged;
     type Handler = NoHandler<Tagged>;
-    type Event = ();
-    type Rpc = (bool, Count);
+    type Event = Count;
+    type Rpc = (u64, ());
 
     fn service_id(&self) -> ServiceId {
         PROBE
     }
-    fn on_message(&mut self, _: &mut BehaviorAgent<'_, Self>, msg: Incoming<Tagged>) {
+    fn on_message(&mut self, agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<Tagged>) {
         self.in_order &= msg.msg.tag == self.count;
         self.count += 1;
-    }
-    /// `true` resets the count; either way, answers the count so far.
-    fn on_rpc(&mut self, agent: &mut BehaviorAgent<'_, Self>, reset: bool, answer: Answer<Count>) {
-        let c = Count {
-            count: self.count,
-            in_order: self.in_order,
-        };
-        if reset {
-            *self = Probe {
-                count: 0,
-                in_order: true,
-            };
+        if self.count == self.target {
+            agent.emit(Count {
+                count: self.count,
+                in_order: self.in_order,
+            });
         }
-        agent.answer(answer, c);
+    }
+    /// Starts counting afresh, to `target`.
+    fn on_rpc(&mut self, agent: &mut BehaviorAgent<'_, Self>, target: u64, answer: Answer<()>) {
+        *self = Probe {
+            count: 0,
+            in_order: true,
+            target,
+        };
+        agent.answer(answer, ());
     }
 }
 
@@ -109,18 +112,13 @@ impl TestNode {
         .await
     }
 
-    /// Waits until the probe has counted `n`.
-    async fn count(&self, n: u64) -> Count {
-        let fut = async {
-            loop {
-                let c = self.handle.rpc::<Probe>(false).await.unwrap();
-                if c.count >= n {
-                    return c;
-                }
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(WAIT, fut).await.expect("all counted")
+    /// Waits until the probe has counted to its target.
+    async fn counted(&mut self) -> Count {
+        self.wait_for(|ev| match ev {
+            NodeEvent::Behaviour(e) => e.downcast_ref::<Count>().copied(),
+            _ => None,
+        })
+        .await
     }
 }
 
@@ -164,10 +162,7 @@ async fn spawn(link: Link<'_>, rtc_cfg: TransportConfig) -> TestNode {
     let router = Arc::new(StaticRouter::new(node));
     let net = Network::builder(node, router.clone())
         .behavior(rtc.signalling())
-        .behavior(Probe {
-            count: 0,
-            in_order: true,
-        })
+        .behavior(Probe::default())
         .build()
         .unwrap();
     let (handle, events) = Node::spawn(
@@ -224,7 +219,7 @@ async fn overlay_signalled_webrtc_carries_reliable_in_order_and_unreliable() {
     // 10,000 reliable messages, in order, with frames past one data
     // channel message among them.
     let n = 10_000;
-    b.handle.rpc::<Probe>(true).await.unwrap();
+    b.handle.rpc::<Probe>(n).await.unwrap();
     for tag in 0..n {
         let size = if tag % 1000 == 0 { 40_000 } else { 100 };
         let msg = Tagged {
@@ -236,7 +231,7 @@ async fn overlay_signalled_webrtc_carries_reliable_in_order_and_unreliable() {
             .await
             .unwrap();
     }
-    let got = b.count(n).await;
+    let got = b.counted().await;
     assert_eq!(
         got,
         Count {
@@ -250,7 +245,7 @@ async fn overlay_signalled_webrtc_carries_reliable_in_order_and_unreliable() {
 
     // Unreliable messages go on the unreliable channel (B counts what it
     // received there); loss is allowed, so count what arrived.
-    b.handle.rpc::<Probe>(true).await.unwrap();
+    b.handle.rpc::<Probe>(1).await.unwrap();
     let before = b.rtc.unreliable_received();
     for tag in 0..200 {
         let msg = Tagged {
@@ -262,7 +257,7 @@ async fn overlay_signalled_webrtc_carries_reliable_in_order_and_unreliable() {
             .await
             .unwrap();
     }
-    let got = b.count(1).await;
+    let got = b.counted().await;
     assert!(got.count >= 1);
     assert!(
         b.rtc.unreliable_received() - before >= got.count,
@@ -329,7 +324,9 @@ async fn another_network_key_is_refused_before_any_behaviour() {
         a.dial_failed(bid).await,
         OutgoingConnectionError::NetworkKey
     );
-    // B's side refused it too: no WebRTC connection on either.
+    // B refused first (the answerer checks the offerer's hello before it
+    // answers, and A's error is B's refusal): no WebRTC connection on
+    // either, now or later.
     for n in [&a, &b] {
         let status = n.handle.status().await.unwrap();
         assert!(status

@@ -190,7 +190,7 @@ class Peer {
     this.answered = 0; // the node's pings we answered
     this.received = 0n; // credited frames received (confirmed back)
     this.returned = 0; // their bytes, granted back as credit
-    this.flushTimer = null;
+    this.confirmed = 0n; // the count last confirmed
   }
 
   /** Bytes of the reliable channel: u32 length-delimited frames. */
@@ -214,15 +214,16 @@ class Peer {
     if (h.flags & FLAG_CREDITED) {
       this.received++;
       this.returned += f.length;
-      if (!this.flushTimer) this.flushTimer = setTimeout(() => this.confirm(), 10);
     }
     if (h.service === PING) this.onPing(h);
     else this.counts.other++;
   }
 
-  /** Confirms credited frames received and grants their bytes back. */
+  /** Confirms credited frames received and grants their bytes back: after
+   * each message handled (timers are throttled in background tabs). */
   confirm() {
-    this.flushTimer = null;
+    if (this.received === this.confirmed) return;
+    this.confirmed = this.received;
     const r = new Uint8Array(10);
     r[0] = LINK;
     r[1] = 2;
@@ -245,6 +246,7 @@ class Peer {
       // Ping: echo it as a Pong.
       this.send(PING, concat(varint(1), varint(seq), varint(sentAt)));
       $("pings-answered").textContent = String(++this.answered);
+      if (this.answered === 1) document.body.dataset.firstPingSeq = String(seq);
     } else if (variant === 1n) {
       const rtt = nowUs() - Number(sentAt);
       this.rtts.push(rtt / 1000);
@@ -293,8 +295,14 @@ function waitFor(target, event, check) {
   });
 }
 
+/** The network secret, from the page's fragment (`#secret=…`): a fragment
+ * never leaves the browser. */
+function secretParam() {
+  return new URLSearchParams(location.hash.slice(1)).get("secret");
+}
+
 async function networkKey() {
-  const secret = new URLSearchParams(location.search).get("secret");
+  const secret = secretParam();
   if (!secret) return new Uint8Array(32); // no network key: all zero
   return sha256(new TextEncoder().encode(secret));
 }
@@ -323,15 +331,25 @@ async function main() {
   const welcome = await next();
   if (welcome.type !== "welcome") throw new Error(`unexpected ${welcome.type}`);
   $("node-id").textContent = welcome.node;
-  if (welcome.networkKey && !new URLSearchParams(location.search).get("secret")) {
-    log("this node's network has a key: open the page with ?secret=<the network secret>");
+  if (welcome.networkKey && !secretParam()) {
+    log("this node's network has a key: open the page as …/#secret=<the network secret>");
   }
 
   setState("connecting");
   const pc = new RTCPeerConnection({ iceServers: [] });
+  closeOnFailure = pc;
   const reliable = pc.createDataChannel("plexus");
   const unreliable = pc.createDataChannel("plexus-unreliable", { ordered: false, maxRetransmits: 0 });
   reliable.binaryType = unreliable.binaryType = "arraybuffer";
+  // Everything that arrives before the hello is checked waits here, in
+  // order: the node may send right after its hello.
+  const early = { reliable: [], unreliable: [] };
+  let arrived = null;
+  reliable.onmessage = (e) => {
+    early.reliable.push(new Uint8Array(e.data));
+    if (arrived) arrived();
+  };
+  unreliable.onmessage = (e) => early.unreliable.push(new Uint8Array(e.data));
   pc.onconnectionstatechange = () => {
     $("pc-state").textContent = pc.connectionState;
     if (pc.connectionState === "failed" || pc.connectionState === "closed") setState("disconnected");
@@ -346,14 +364,27 @@ async function main() {
   if (answer.type !== "answer") throw new Error(answer.message || `unexpected ${answer.type}`);
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
 
-  // The hello exchange, then frames.
+  // The hello exchange: ours first (we offered), then the node's hello
+  // or its refusal; then frames.
   const t = await sha256(DOMAIN, fingerprint(pc.localDescription.sdp), fingerprint(pc.remoteDescription.sdp));
-  const theirs = new Promise((resolve) => {
-    reliable.onmessage = (e) => resolve(new Uint8Array(e.data));
-  });
   await waitFor(reliable, "open", () => reliable.readyState === "open");
   reliable.send(await makeHello(me, netKey, t));
-  const verified = await checkHello(await theirs, netKey, t);
+  while (!early.reliable.length) {
+    if (reliable.readyState !== "open") throw new Error("the node closed the channel before its hello");
+    await new Promise((r) => {
+      arrived = r;
+      reliable.onclose = r;
+    });
+  }
+  const theirs = early.reliable.shift();
+  if (theirs.length === 2 && theirs[0] === 0xff) {
+    throw new Error(
+      theirs[1] === 1
+        ? "refused by the node: network key mismatch (open the page as …/#secret=<the network secret>)"
+        : "refused by the node: our hello did not verify",
+    );
+  }
+  const verified = await checkHello(theirs, netKey, t);
   if (verified !== welcome.node) throw new Error(`the node proved ${verified}, not ${welcome.node}`);
   $("verified").textContent = `yes: the node proved ${verified}`;
   log(`connected to ${verified} over WebRTC; its identity is verified`);
@@ -365,20 +396,27 @@ async function main() {
     pc.close();
     setState("disconnected");
   };
-  reliable.onmessage = (e) => {
+  const onReliable = (data) => {
     try {
-      peer.onStream(e.data);
+      peer.onStream(data);
+      peer.confirm();
     } catch (err) {
       fail(err);
     }
   };
-  unreliable.onmessage = (e) => {
+  const onUnreliable = (data) => {
     try {
-      peer.onFrame(new Uint8Array(e.data));
+      peer.onFrame(data);
+      peer.confirm();
     } catch (err) {
       fail(err);
     }
   };
+  // What came while the hello was checked first, then as it comes.
+  early.reliable.forEach(onReliable);
+  early.unreliable.forEach(onUnreliable);
+  reliable.onmessage = (e) => onReliable(new Uint8Array(e.data));
+  unreliable.onmessage = (e) => onUnreliable(new Uint8Array(e.data));
   reliable.onclose = () => setState("disconnected");
   peer.ping();
   setInterval(() => {
@@ -388,8 +426,12 @@ async function main() {
   }, PING_EVERY_MS);
 }
 
+/** The peer connection, closed if setting up fails. */
+let closeOnFailure = null;
+
 main().catch((e) => {
   log(`error: ${e.message}`);
+  if (closeOnFailure) closeOnFailure.close();
   setState("failed");
   $("error").textContent = e.message;
 });

@@ -9,15 +9,22 @@
 //!
 //! ```text
 //! T      = SHA-256("plexus-webrtc-v1" ‖ offerer's fingerprint ‖ answerer's fingerprint)
+//!          (each side takes its own fingerprint from its own SDP and the
+//!          peer's from the certificate the peer presented in DTLS)
 //! hello  = public key (32) ‖ ed25519 signature of ("plexus-webrtc-v1" ‖ role ‖ T) (64)
 //!          ‖ HMAC-SHA256(network key, T ‖ role) (32)
 //! ```
 //!
 //! with role 0 for the offerer and 1 for the answerer, and fingerprints as
-//! the 32 raw bytes of the SHA-256 `a=fingerprint` line. A node that
-//! swapped an SDP's fingerprint for its own (to sit in the middle) cannot
-//! produce the signature over the fingerprint the peer actually sees, and
-//! a hello copied from another session names other fingerprints.
+//! the 32 bytes of SHA-256 of the DER certificate. A node that swapped an
+//! SDP's fingerprint for its own (to sit in the middle) cannot produce the
+//! signature over the certificate the peer actually sees, and a hello
+//! copied from another session names other certificates.
+//!
+//! The offerer sends its hello first. The answerer checks it, then sends
+//! its own hello, or a refusal (`0xFF`, then 1 for the network key, 2 for
+//! anything else) and closes: it never hands an HMAC of the network key to
+//! a peer that has not proven the key itself.
 
 use crate::tls::{self, Role};
 use crate::Identity;
@@ -49,12 +56,22 @@ impl std::fmt::Display for HelloError {
     }
 }
 
-/// The SHA-256 certificate fingerprint an SDP announces.
+/// The SHA-256 certificate fingerprint an SDP announces: exactly one
+/// `a=fingerprint` line, else the SDP is refused (two lines could be read
+/// two ways).
 pub(crate) fn fingerprint(sdp: &str) -> Result<[u8; 32], String> {
-    let line = sdp
+    let mut lines = sdp
         .lines()
-        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
-        .ok_or("the SDP has no a=fingerprint line")?;
+        .map(str::trim)
+        .filter(|l| l.to_ascii_lowercase().starts_with("a=fingerprint"));
+    let line = lines.next().ok_or("the SDP has no a=fingerprint line")?;
+    if lines.next().is_some() {
+        return Err("the SDP has more than one a=fingerprint line".into());
+    }
+    let line = line
+        .get("a=fingerprint:".len()..)
+        .filter(|_| line.as_bytes().get(13) == Some(&b':'))
+        .ok_or("malformed a=fingerprint line")?;
     let (algo, value) = line.split_once(' ').ok_or("malformed a=fingerprint line")?;
     if !algo.eq_ignore_ascii_case("sha-256") {
         return Err(format!("fingerprint algorithm {algo}, expected sha-256"));
@@ -62,6 +79,9 @@ pub(crate) fn fingerprint(sdp: &str) -> Result<[u8; 32], String> {
     let mut out = [0u8; 32];
     let mut n = 0;
     for part in value.trim().split(':') {
+        if part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err("fingerprint is not colon-separated hex bytes".into());
+        }
         let b = u8::from_str_radix(part, 16).map_err(|_| "fingerprint is not hex")?;
         *out.get_mut(n).ok_or("fingerprint longer than 32 bytes")? = b;
         n += 1;
@@ -70,6 +90,24 @@ pub(crate) fn fingerprint(sdp: &str) -> Result<[u8; 32], String> {
         return Err(format!("fingerprint of {n} bytes, expected 32"));
     }
     Ok(out)
+}
+
+/// What an answerer sends instead of its hello when the offerer's fails:
+/// `0xFF`, then 1 (network key) or 2 (anything else).
+pub(crate) fn refusal(e: &HelloError) -> [u8; 2] {
+    match e {
+        HelloError::NetworkKey => [0xFF, 1],
+        _ => [0xFF, 2],
+    }
+}
+
+/// The reason in a refusal; `None` if `msg` is not one.
+pub(crate) fn refusal_reason(msg: &[u8]) -> Option<HelloError> {
+    match msg {
+        [0xFF, 1] => Some(HelloError::NetworkKey),
+        [0xFF, _] => Some(HelloError::BadSignature),
+        _ => None,
+    }
 }
 
 /// The largest data channel message an SDP's author takes: its
@@ -156,6 +194,16 @@ mod tests {
         assert!(fingerprint("a=fingerprint:sha-1 01:02").is_err());
         assert!(fingerprint("a=fingerprint:sha-256 01:zz").is_err());
         assert!(fingerprint("a=fingerprint:sha-256 01:02").is_err());
+        // Two fingerprint lines (one without a value, one upper-case) are
+        // ambiguous: refused.
+        let line = SDP.lines().nth(2).unwrap();
+        assert!(fingerprint(&format!("a=fingerprint\r\n{line}\r\n")).is_err());
+        assert!(fingerprint(&format!(
+            "{SDP}A=FINGERPRINT:sha-256 {}\r\n",
+            ["ab"; 32].join(":")
+        ))
+        .is_err());
+        assert!(fingerprint(&format!("a=fingerprint:sha-256 {}", ["+1"; 32].join(":"))).is_err());
         let long = format!("a=fingerprint:sha-256 {}", ["ab"; 33].join(":"));
         assert!(fingerprint(&long).is_err());
     }
@@ -195,6 +243,11 @@ mod tests {
             check_hello(&h[..100], &key, &t, Role::Dialer),
             Err(HelloError::Malformed(100))
         );
+        assert_eq!(
+            refusal_reason(&refusal(&HelloError::NetworkKey)),
+            Some(HelloError::NetworkKey)
+        );
+        assert!(refusal_reason(&h).is_none());
         let mut forged = h.clone();
         forged[..32].copy_from_slice(Identity::generate().unwrap().public_key());
         assert_eq!(

@@ -15,9 +15,10 @@
 //!   is one frame a behaviour sent unreliably; frames too large for one
 //!   message go on the reliable channel instead.
 //!
-//! The limits of the other transports apply: frame size, handshake
-//! timeout, handshakes in progress (further offers are refused with a
-//! reason). Sends wait while a channel's send buffer holds
+//! The limits of the other transports apply: frame size, a handshake
+//! timeout covering the whole handshake, handshakes in progress in all and
+//! per source (a node for offers over the overlay, an IP address for the
+//! web endpoint's); further offers are refused with a reason. Sends wait while a channel's send buffer holds
 //! [`WebRtcConfig::send_buffer`] bytes, so memory stays bounded.
 //!
 //! # Signalling
@@ -169,12 +170,17 @@ struct Inner {
     rtc: WebRtcConfig,
     handle: OnceLock<WeakNodeHandle>,
     /// Dials waiting for their answer, by session.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<String, String>>>>,
+    pending: Mutex<HashMap<u64, (NodeId, AnswerTx)>>,
     incoming: OnceLock<mpsc::Sender<Connection>>,
     inbox_tx: mpsc::Sender<(NodeId, Signal)>,
     inbox_rx: Mutex<Option<mpsc::Receiver<(NodeId, Signal)>>>,
-    /// Incoming handshakes in progress.
+    /// Incoming handshakes in progress, in all and by source (a node id
+    /// for offers over the overlay, an IP address for the web endpoint's).
     handshakes: AtomicUsize,
+    per_source: Mutex<HashMap<String, usize>>,
+    /// Offers being answered (each a task); past `max_pending_handshakes`,
+    /// further offers are dropped with a log line.
+    answering: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
     /// Frames received on unreliable channels.
     unreliable_in: Arc<AtomicU64>,
@@ -192,6 +198,9 @@ impl WebRtcTransport {
     ) -> io::Result<Self> {
         let identity = Identity::from_pem(&identity.to_pem()).map_err(io::Error::other)?;
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+        let answering = Arc::new(tokio::sync::Semaphore::new(
+            config.max_pending_handshakes.max(1),
+        ));
         Ok(WebRtcTransport {
             inner: Arc::new(Inner {
                 identity,
@@ -203,6 +212,8 @@ impl WebRtcTransport {
                 inbox_tx,
                 inbox_rx: Mutex::new(Some(inbox_rx)),
                 handshakes: AtomicUsize::new(0),
+                per_source: Mutex::new(HashMap::new()),
+                answering,
                 closed: AtomicBool::new(false),
                 unreliable_in: Arc::new(AtomicU64::new(0)),
                 tasks: Mutex::new(Vec::new()),
@@ -235,8 +246,14 @@ impl WebRtcTransport {
     /// through a node's web endpoint): returns the SDP answer at once and
     /// finishes the handshake in the background; the connection reaches
     /// the node once the peer has proven its identity and network key.
-    pub async fn accept_offer(&self, offer: String) -> Result<String, DialError> {
-        self.inner.clone().accept_offer(offer).await
+    /// `source` names where the offer came from (the client's IP address,
+    /// say): each source has at most `max_pending_per_source` handshakes in
+    /// progress.
+    pub async fn accept_offer(&self, offer: String, source: &str) -> Result<String, DialError> {
+        self.inner
+            .clone()
+            .accept_offer(offer, format!("web {source}"))
+            .await
     }
 }
 
@@ -415,7 +432,7 @@ impl Inner {
         // Host candidates gather in milliseconds; STUN may take longer, and
         // what was gathered by then is sent.
         if tokio::time::timeout(
-            self.config.handshake_timeout / 2,
+            self.config.handshake_timeout / 4,
             gathered.wait_for(|done| *done),
         )
         .await
@@ -468,7 +485,7 @@ impl Inner {
             }
         };
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(session, tx);
+        self.pending.lock().insert(session, (target, tx));
         log::debug!("webrtc: offer {session:016x} to {target}");
         let _forget = Forget(&self.pending, session);
         handle
@@ -488,53 +505,65 @@ impl Inner {
             Ok(Err(why)) => return Err(failed("offer refused", why)),
             Err(_) => return Err(failed("signalling", "the transport stopped")),
         };
-        let desc =
-            RTCSessionDescription::answer(answer.clone()).map_err(|e| failed("answer", e))?;
-        peer.pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| failed("remote description", e))?;
+        set_remote(&peer, RTCSessionDescription::answer(answer.clone())).await?;
         self.finish(peer, Role::Dialer, &sdp, &answer, Some(expected))
             .await
     }
 
-    async fn accept_offer(self: Arc<Self>, offer: String) -> Result<String, DialError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(failed("offer refused", "the transport has shut down"));
-        }
+    /// Takes a handshake slot for `source`: `Err` when all of them, or
+    /// the source's share, are taken.
+    fn admit(self: &Arc<Self>, source: &str) -> Result<Slot, DialError> {
+        let mut per = self.per_source.lock();
         let max = self.config.max_pending_handshakes;
-        if self
-            .handshakes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_err()
-        {
+        let max_per = self.config.max_pending_per_source;
+        if self.handshakes.load(Ordering::Acquire) >= max {
             return Err(failed(
                 "offer refused",
                 format!("{max} handshakes already in progress"),
             ));
         }
-        let slot = Slot(self.clone());
-        let peer = self.new_peer(false).await?;
-        let desc = RTCSessionDescription::offer(offer.clone()).map_err(|e| failed("offer", e))?;
-        peer.pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| failed("remote description", e))?;
-        let answer = peer
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(|e| failed("answer", e))?;
-        let sdp = self.local_sdp(&peer, answer).await?;
+        let n = per.entry(source.to_string()).or_insert(0);
+        if *n >= max_per {
+            return Err(failed(
+                "offer refused",
+                format!("{max_per} handshakes from {source} already in progress"),
+            ));
+        }
+        *n += 1;
+        self.handshakes.fetch_add(1, Ordering::AcqRel);
+        Ok(Slot(self.clone(), source.to_string()))
+    }
+
+    async fn accept_offer(
+        self: Arc<Self>,
+        offer: String,
+        source: String,
+    ) -> Result<String, DialError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(failed("offer refused", "the transport has shut down"));
+        }
+        let slot = self.admit(&source)?;
+        // One deadline for the whole handshake, answer included.
+        let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
+        let answered = tokio::time::timeout_at(deadline, async {
+            let peer = self.new_peer(false).await?;
+            set_remote(&peer, RTCSessionDescription::offer(offer.clone())).await?;
+            let answer = peer
+                .pc
+                .create_answer(None)
+                .await
+                .map_err(|e| failed("answer", e))?;
+            let sdp = self.local_sdp(&peer, answer).await?;
+            Ok::<_, DialError>((peer, sdp))
+        })
+        .await;
+        let (peer, sdp) = answered.unwrap_or(Err(DialError::Timeout))?;
         let inner = self.clone();
         let answer = sdp.clone();
         let task = tokio::spawn(async move {
             let _slot = slot;
-            let timeout = inner.config.handshake_timeout;
-            let result = tokio::time::timeout(
-                timeout,
+            let result = tokio::time::timeout_at(
+                deadline,
                 inner.finish(peer, Role::Listener, &offer, &answer, None),
             )
             .await
@@ -545,7 +574,7 @@ impl Inner {
                         let _ = incoming.send(conn).await;
                     }
                 }
-                Err(e) => log::info!("webrtc: incoming handshake failed: {e}"),
+                Err(e) => log::info!("webrtc: incoming handshake from {source} failed: {e}"),
             }
         });
         self.track(task);
@@ -568,17 +597,13 @@ impl Inner {
         answer: &str,
         expected: Option<NodeId>,
     ) -> Result<Connection, DialError> {
-        let fp_offer = hello::fingerprint(offer).map_err(|e| failed("offer", e))?;
-        let fp_answer = hello::fingerprint(answer).map_err(|e| failed("answer", e))?;
-        let t = hello::transcript(&fp_offer, &fp_answer);
         let key = self.key();
-        let mine = hello::hello(&self.identity, &key, &t, role).map_err(|e| failed("hello", e))?;
         let channels = match &peer.local {
             Some(c) => c.clone(),
             None => remote_channels(&peer).await?,
         };
-        // Open, then our hello; theirs may come at any point after open.
-        let mut theirs = None;
+        // Open (DTLS is done then); the peer's first message may come with it.
+        let mut first = None;
         let open = matches!(
             channels.reliable.ready_state().await,
             Ok(RTCDataChannelState::Open)
@@ -588,7 +613,7 @@ impl Inner {
                 match next_event(&channels.reliable).await {
                     Some(DataChannelEvent::OnOpen) => break,
                     Some(DataChannelEvent::OnMessage(m)) => {
-                        theirs = Some(m.data);
+                        first = Some(m.data);
                         break;
                     }
                     None | Some(DataChannelEvent::OnClose) | Some(DataChannelEvent::OnError) => {
@@ -601,34 +626,82 @@ impl Inner {
                 }
             }
         }
-        channels
-            .reliable
-            .send(BytesMut::from(&mine[..]))
-            .await
-            .map_err(|e| failed("hello", e))?;
-        let theirs = match theirs {
-            Some(m) => m,
-            None => loop {
-                match next_event(&channels.reliable).await {
-                    Some(DataChannelEvent::OnMessage(m)) => break m.data,
-                    None | Some(DataChannelEvent::OnClose) | Some(DataChannelEvent::OnError) => {
-                        return Err(failed("handshake", "the peer closed before its hello"))
-                    }
-                    Some(_) => {}
-                }
-            },
+        // The transcript: our own certificate's fingerprint (from the SDP
+        // this node made) and the certificate the peer actually presented
+        // in DTLS, not what its SDP says: signalling passed through other
+        // hands, and an SDP can be made to say two things.
+        let own = hello::fingerprint(if role == Role::Dialer { offer } else { answer })
+            .map_err(|e| failed("own SDP", e))?;
+        let theirs_fp = remote_fingerprint(&peer.pc).await?;
+        let t = match role {
+            Role::Dialer => hello::transcript(&own, &theirs_fp),
+            Role::Listener => hello::transcript(&theirs_fp, &own),
         };
-        let node = match hello::check_hello(&theirs, &key, &t, role.peer()) {
-            Ok(node) => node,
-            Err(e) => {
-                // Our hello reaches the peer before the connection closes,
-                // so it learns the real reason too (its check fails the
-                // same way), not just a closed channel.
-                delivered(&channels.reliable, self.config.close_timeout).await;
-                return Err(match e {
+        let mine = hello::hello(&self.identity, &key, &t, role).map_err(|e| failed("hello", e))?;
+        let send = |msg: Vec<u8>| {
+            let dc = channels.reliable.clone();
+            async move {
+                dc.send(BytesMut::from(&msg[..]))
+                    .await
+                    .map_err(|e| failed("hello", e))
+            }
+        };
+        let recv = |first: Option<BytesMut>| {
+            let dc = channels.reliable.clone();
+            async move {
+                if let Some(m) = first {
+                    return Ok(m);
+                }
+                loop {
+                    match next_event(&dc).await {
+                        Some(DataChannelEvent::OnMessage(m)) => return Ok(m.data),
+                        None
+                        | Some(DataChannelEvent::OnClose)
+                        | Some(DataChannelEvent::OnError) => {
+                            return Err(failed("handshake", "the peer closed before its hello"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        };
+        // The offerer proves itself first; the answerer answers with its
+        // own hello only once the offerer's checks out (else with a
+        // refusal), so an unkeyed peer learns nothing about the network
+        // key from it to guess with.
+        let node = match role {
+            Role::Dialer => {
+                send(mine).await?;
+                let theirs = recv(first).await?;
+                if let Some(why) = hello::refusal_reason(&theirs) {
+                    return Err(match why {
+                        hello::HelloError::NetworkKey => DialError::NetworkKey,
+                        other => failed("the peer refused our hello", other),
+                    });
+                }
+                hello::check_hello(&theirs, &key, &t, Role::Listener).map_err(|e| match e {
                     hello::HelloError::NetworkKey => DialError::NetworkKey,
                     other => failed("hello", other),
-                });
+                })?
+            }
+            Role::Listener => {
+                let theirs = recv(first).await?;
+                match hello::check_hello(&theirs, &key, &t, Role::Dialer) {
+                    Ok(node) => {
+                        send(mine).await?;
+                        node
+                    }
+                    Err(e) => {
+                        // The refusal reaches the peer before the channel
+                        // closes, so it reports the real reason.
+                        send(hello::refusal(&e).to_vec()).await?;
+                        delivered(&channels.reliable, self.config.close_timeout).await;
+                        return Err(match e {
+                            hello::HelloError::NetworkKey => DialError::NetworkKey,
+                            other => failed("hello", other),
+                        });
+                    }
+                }
             }
         };
         if let Some(expected) = expected {
@@ -662,14 +735,40 @@ impl Inner {
         })
     }
 
+    /// Hands an answer to the dial waiting for it, if `from` is the node
+    /// it dialled.
+    fn answered(&self, from: NodeId, session: u64, answer: Result<String, String>) {
+        let mut pending = self.pending.lock();
+        match pending.get(&session) {
+            Some((target, _)) if *target == from => {
+                if let Some((_, tx)) = pending.remove(&session) {
+                    let _ = tx.send(answer);
+                }
+            }
+            Some(_) => log::info!(
+                "webrtc: an answer for a session with another node came from {from}: ignored"
+            ),
+            None => {}
+        }
+    }
+
     /// Handles a signal from `from`.
     fn on_signal(self: &Arc<Self>, from: NodeId, signal: Signal) {
         log::debug!("webrtc: signal from {from}: {signal:?}");
         match signal {
             Signal::Offer { session, sdp } => {
+                let Ok(permit) = self.answering.clone().try_acquire_owned() else {
+                    log::warn!(
+                        "webrtc: offer from {from} dropped: {} offers already being answered",
+                        self.config.max_pending_handshakes
+                    );
+                    return;
+                };
                 let inner = self.clone();
                 let task = tokio::spawn(async move {
-                    let reply = match inner.clone().accept_offer(sdp).await {
+                    let _permit = permit;
+                    let source = format!("node {from}");
+                    let reply = match inner.clone().accept_offer(sdp, source).await {
                         Ok(sdp) => Signal::Answer { session, sdp },
                         Err(e) => {
                             log::info!("webrtc: offer from {from} refused: {e}");
@@ -688,15 +787,11 @@ impl Inner {
                 });
                 self.track(task);
             }
-            Signal::Answer { session, sdp } => {
-                if let Some(tx) = self.pending.lock().remove(&session) {
-                    let _ = tx.send(Ok(sdp));
-                }
-            }
+            Signal::Answer { session, sdp } => self.answered(from, session, Ok(sdp)),
             Signal::Refused { session, why } => {
-                if let Some(tx) = self.pending.lock().remove(&session) {
-                    let _ = tx.send(Err(why));
-                }
+                // A peer's words, shown in logs and errors: printable, short.
+                let why: String = why.chars().filter(|c| !c.is_control()).take(200).collect();
+                self.answered(from, session, Err(why))
             }
         }
     }
@@ -730,10 +825,10 @@ async fn remote_channels(peer: &Peer) -> Result<Channels, DialError> {
 }
 
 /// Removes a dial's pending entry however the dial ends.
-struct Forget<'a>(
-    &'a Mutex<HashMap<u64, oneshot::Sender<Result<String, String>>>>,
-    u64,
-);
+struct Forget<'a>(&'a Mutex<HashMap<u64, (NodeId, AnswerTx)>>, u64);
+
+/// Where a dial's answer (or the refusal's reason) goes.
+type AnswerTx = oneshot::Sender<Result<String, String>>;
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
@@ -741,11 +836,19 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// An incoming handshake's place among `max_pending_handshakes`.
-struct Slot(Arc<Inner>);
+/// An incoming handshake's place among `max_pending_handshakes` (and its
+/// source's among `max_pending_per_source`).
+struct Slot(Arc<Inner>, String);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let mut per = self.0.per_source.lock();
+        if let Some(n) = per.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.1);
+            }
+        }
         self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -772,16 +875,52 @@ impl FrameReader for Reader {
                     })
                     .await;
             };
-            tokio::select! {
+            let end = tokio::select! {
                 r = crate::framing::read_loop(&mut stream, self.max, &sink) => r,
                 r = read_unreliable(&self.channels.unreliable, self.max, &sink, &self.unreliable_in) => r,
                 _ = failed => Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     "the peer connection failed",
                 )),
-            }
+            };
+            // The connection is over: closing the peer connection also
+            // frees a writer waiting for send-buffer room that a dead
+            // peer would never acknowledge.
+            let _ = self.peer.pc.close().await;
+            end
         })
     }
+}
+
+/// Sets the peer's SDP (checked as it is made).
+async fn set_remote(
+    peer: &Peer,
+    desc: webrtc::error::Result<RTCSessionDescription>,
+) -> Result<(), DialError> {
+    let desc = desc.map_err(|e| failed("remote description", e))?;
+    peer.pc
+        .set_remote_description(desc)
+        .await
+        .map_err(|e| failed("remote description", e))
+}
+
+/// SHA-256 of the certificate the peer presented in DTLS.
+async fn remote_fingerprint(pc: &Arc<dyn PeerConnection>) -> Result<[u8; 32], DialError> {
+    let sctp = pc
+        .sctp()
+        .await
+        .ok_or_else(|| failed("handshake", "no SCTP transport"))?;
+    let certs = sctp
+        .transport()
+        .get_remote_certificates()
+        .await
+        .map_err(|e| failed("handshake", e))?;
+    let cert = certs
+        .first()
+        .ok_or_else(|| failed("handshake", "the peer presented no DTLS certificate"))?;
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert).as_ref());
+    Ok(fp)
 }
 
 /// Waits (at most `timeout`) until the peer has acknowledged everything
@@ -841,8 +980,10 @@ impl FrameWriter for Writer {
             let unreliable = self.channels.unreliable.clone();
             let sender = tokio::spawn(async move {
                 while let Some(frame) = rx.recv().await {
-                    if unreliable.send(BytesMut::from(&frame[..])).await.is_err() {
-                        break;
+                    // Loss is allowed here: a frame the channel refuses is
+                    // dropped, and the next one tried.
+                    if let Err(e) = unreliable.send(BytesMut::from(&frame[..])).await {
+                        log::debug!("webrtc: unreliable frame not sent: {e}");
                     }
                 }
             });
