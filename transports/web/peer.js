@@ -431,7 +431,10 @@ let closeOnFailure = null;
 
 main().catch((e) => {
   log(`error: ${e.message}`);
-  if (closeOnFailure) closeOnFailure.close();
+  if (closeOnFailure) {
+    closeOnFailure.close();
+    $("pc-state").textContent = "closed";
+  }
   setState("failed");
   $("error").textContent = e.message;
 });
