@@ -21,16 +21,23 @@
 //! from, as with any web application.)
 //!
 //! Limits: the server closes a socket once it has answered, after
-//! [`OFFERS_PER_SOCKET`] refused offers, or on a message over 64 KiB; it
-//! keeps at most [`MAX_SOCKETS`] sockets open, [`MAX_SOCKETS_PER_IP`] per
-//! client address; WebRTC handshakes in progress are bounded per client
-//! address too (`TransportConfig::max_pending_per_source`). A socket
-//! opened by a page of another origin (its `Origin` header names another
-//! host than the request's `Host`) is refused, so a web site the node's
-//! operator visits cannot make the browser join the overlay.
+//! [`OFFERS_PER_SOCKET`] refused messages, after [`SESSION`], or on a
+//! message over 64 KiB; it keeps at most [`MAX_SOCKETS`] sockets open,
+//! [`MAX_SOCKETS_PER_IP`] per client address; WebRTC handshakes in
+//! progress are bounded per client address too
+//! (`TransportConfig::max_pending_per_source`).
+//!
+//! A socket opened by a page of another origin (its `Origin` header names
+//! another host than the request's `Host`) is refused, so a web site the
+//! node's operator visits cannot make the browser join the overlay. That
+//! check does not stop DNS rebinding (a site that points its own name at
+//! this node): a node reachable beyond loopback should run with a network
+//! key, which a page must then prove.
 //!
 //! The page needs a secure context for WebCrypto: serve it on `localhost`
-//! / `127.0.0.1`, or behind HTTPS.
+//! / `127.0.0.1`, or behind an HTTPS reverse proxy. A proxy must pass the
+//! `Host` header through (the origin check compares it), and all clients
+//! behind it count as the proxy's address for the limits above.
 
 use crate::webrtc::WebRtcTransport;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -48,11 +55,15 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// Refused offers one WebSocket may carry before the server closes it.
+/// Refused messages (bad offers, bad JSON) one WebSocket may carry before
+/// the server closes it.
 pub const OFFERS_PER_SOCKET: usize = 8;
+/// How long a signalling socket may stay open.
+pub const SESSION: std::time::Duration = std::time::Duration::from_secs(30);
 /// Signalling sockets open at once.
 pub const MAX_SOCKETS: usize = 64;
-/// Signalling sockets open at once from one client address.
+/// Signalling sockets open at once from one client address (an IPv6
+/// client counts by its /64).
 pub const MAX_SOCKETS_PER_IP: usize = 8;
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
@@ -150,6 +161,22 @@ fn page(body: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
+/// The address a client counts as: its IPv4 address, or its IPv6 /64
+/// (one host commonly holds a whole /64).
+fn source_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        IpAddr::V6(v6) => IpAddr::V4(
+            v6.to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+        v4 => v4,
+    }
+}
+
 async fn status(State(web): State<Web>) -> Response {
     match web.node.status().await {
         Ok(s) => Json(status_json(&s)).into_response(),
@@ -233,7 +260,7 @@ async fn signal(
             return (StatusCode::FORBIDDEN, "cross-origin signalling refused").into_response();
         }
     }
-    let Some(slot) = SocketSlot::take(&web, client.ip()) else {
+    let Some(slot) = SocketSlot::take(&web, source_ip(client.ip())) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many signalling sockets",
@@ -245,7 +272,13 @@ async fn signal(
 }
 
 async fn signal_socket(mut socket: WebSocket, web: Web, client: SocketAddr, slot: SocketSlot) {
-    session(&mut socket, &web, client).await;
+    // An idle socket holds a slot: at most this long.
+    if tokio::time::timeout(SESSION, session(&mut socket, &web, client))
+        .await
+        .is_err()
+    {
+        log::info!("web: {client}'s signalling socket idle for {SESSION:?}: closing it");
+    }
     // The slot is free before the client can see the socket close.
     drop(slot);
     let _ = socket.send(Message::Close(None)).await;
@@ -276,26 +309,30 @@ async fn session(socket: &mut WebSocket, web: &Web, client: SocketAddr) {
         let reply = match serde_json::from_str::<Value>(&text) {
             Ok(v) if v["type"] == "offer" && v["sdp"].is_string() => {
                 let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
-                match web.rtc.accept_offer(sdp, &client.ip().to_string()).await {
+                match web
+                    .rtc
+                    .accept_offer(sdp, &source_ip(client.ip()).to_string())
+                    .await
+                {
                     Ok(answer) => {
                         // Answered: the socket's work is done.
                         let answer = json!({"type": "answer", "sdp": answer});
                         let _ = socket.send(Message::Text(answer.to_string().into())).await;
                         return;
                     }
-                    Err(e) => {
-                        refused += 1;
-                        if refused > OFFERS_PER_SOCKET {
-                            log::info!("web: {client} sent over {OFFERS_PER_SOCKET} refused offers: closing its socket");
-                            return;
-                        }
-                        json!({"type": "error", "message": e.to_string()})
-                    }
+                    Err(e) => json!({"type": "error", "message": e.to_string()}),
                 }
             }
             Ok(_) => json!({"type": "error", "message": "expected {\"type\":\"offer\",\"sdp\":…}"}),
             Err(e) => json!({"type": "error", "message": format!("not JSON: {e}")}),
         };
+        refused += 1;
+        if refused > OFFERS_PER_SOCKET {
+            log::info!(
+                "web: {client} sent over {OFFERS_PER_SOCKET} refused messages: closing its socket"
+            );
+            return;
+        }
         if socket
             .send(Message::Text(reply.to_string().into()))
             .await

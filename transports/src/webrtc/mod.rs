@@ -17,8 +17,11 @@
 //!
 //! The limits of the other transports apply: frame size, a handshake
 //! timeout covering the whole handshake, handshakes in progress in all and
-//! per source (a node for offers over the overlay, an IP address for the
-//! web endpoint's); further offers are refused with a reason. Sends wait while a channel's send buffer holds
+//! per source (the neighbour that delivered an overlay offer, a client
+//! address for the
+//! web endpoint's); further offers are refused with a reason, or, when
+//! offers come faster than they can be answered, dropped with a warning
+//! (the dialler's handshake then times out). Sends wait while a channel's send buffer holds
 //! [`WebRtcConfig::send_buffer`] bytes, so memory stays bounded.
 //!
 //! # Signalling
@@ -172,8 +175,8 @@ struct Inner {
     /// Dials waiting for their answer, by session.
     pending: Mutex<HashMap<u64, (NodeId, AnswerTx)>>,
     incoming: OnceLock<mpsc::Sender<Connection>>,
-    inbox_tx: mpsc::Sender<(NodeId, Signal)>,
-    inbox_rx: Mutex<Option<mpsc::Receiver<(NodeId, Signal)>>>,
+    inbox_tx: mpsc::Sender<Inbound>,
+    inbox_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
     /// Incoming handshakes in progress, in all and by source (a node id
     /// for offers over the overlay, an IP address for the web endpoint's).
     handshakes: AtomicUsize,
@@ -262,7 +265,17 @@ impl WebRtcTransport {
 /// [`WebRtcTransport::signalling`]).
 #[derive(Debug)]
 pub struct Signalling {
-    inbox: mpsc::Sender<(NodeId, Signal)>,
+    inbox: mpsc::Sender<Inbound>,
+}
+
+/// A signal as it arrived: from whom (as its header says) and over which
+/// of this node's connections (the neighbour that delivered it, which no
+/// one can forge).
+#[derive(Debug)]
+struct Inbound {
+    from: NodeId,
+    via: Option<plexus_network::ConnId>,
+    signal: Signal,
 }
 
 impl NetworkBehavior for Signalling {
@@ -276,7 +289,12 @@ impl NetworkBehavior for Signalling {
     }
 
     fn on_message(&mut self, _agent: &mut BehaviorAgent<'_, Self>, msg: Incoming<Signal>) {
-        if let Err(e) = self.inbox.try_send((msg.source, msg.msg)) {
+        let inbound = Inbound {
+            from: msg.source,
+            via: msg.conn,
+            signal: msg.msg,
+        };
+        if let Err(e) = self.inbox.try_send(inbound) {
             log::warn!(
                 "webrtc: signal from {} dropped: the transport's queue of {INBOX} is {}",
                 msg.source,
@@ -333,6 +351,20 @@ struct Peer {
 struct Channels {
     reliable: Arc<dyn DataChannel>,
     unreliable: Arc<dyn DataChannel>,
+}
+
+/// Closes a peer connection when dropped.
+struct CloseOnDrop(Arc<dyn PeerConnection>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let pc = self.0.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
 }
 
 impl Drop for Peer {
@@ -514,8 +546,8 @@ impl Inner {
     /// the source's share, are taken.
     fn admit(self: &Arc<Self>, source: &str) -> Result<Slot, DialError> {
         let mut per = self.per_source.lock();
-        let max = self.config.max_pending_handshakes;
-        let max_per = self.config.max_pending_per_source;
+        let max = self.config.max_pending_handshakes.max(1);
+        let max_per = self.config.max_pending_per_source.max(1);
         if self.handshakes.load(Ordering::Acquire) >= max {
             return Err(failed(
                 "offer refused",
@@ -714,7 +746,9 @@ impl Inner {
         }
         let max = self.config.max_frame_size;
         let remote = if role == Role::Dialer { answer } else { offer };
-        let chunk = channel::CHUNK.min(hello::max_message_size(remote));
+        // At least 1 KiB a message, whatever the peer says: a peer may not
+        // make this node send a message per byte.
+        let chunk = channel::CHUNK.min(hello::max_message_size(remote).max(1024));
         Ok(Connection {
             node,
             addr: Address::WebRtc(node),
@@ -726,6 +760,7 @@ impl Inner {
                 close_timeout: self.config.close_timeout,
             }),
             reader: Box::new(Reader {
+                _close: CloseOnDrop(peer.pc.clone()),
                 peer,
                 channels,
                 max,
@@ -753,7 +788,12 @@ impl Inner {
     }
 
     /// Handles a signal from `from`.
-    fn on_signal(self: &Arc<Self>, from: NodeId, signal: Signal) {
+    fn on_signal(
+        self: &Arc<Self>,
+        from: NodeId,
+        via: Option<plexus_network::ConnId>,
+        signal: Signal,
+    ) {
         log::debug!("webrtc: signal from {from}: {signal:?}");
         match signal {
             Signal::Offer { session, sdp } => {
@@ -767,7 +807,12 @@ impl Inner {
                 let inner = self.clone();
                 let task = tokio::spawn(async move {
                     let _permit = permit;
-                    let source = format!("node {from}");
+                    // Counted per neighbour that delivered it: the author
+                    // named in a routed header can be anyone.
+                    let source = match via {
+                        Some(conn) => format!("neighbour {conn}"),
+                        None => format!("node {from}"),
+                    };
                     let reply = match inner.clone().accept_offer(sdp, source).await {
                         Ok(sdp) => Signal::Answer { session, sdp },
                         Err(e) => {
@@ -855,6 +900,10 @@ impl Drop for Slot {
 
 struct Reader {
     peer: Arc<Peer>,
+    /// Closes the peer connection when the reader ends or is dropped
+    /// (the runtime aborts readers): a writer waiting for send-buffer room
+    /// that a dead peer will never acknowledge is released then.
+    _close: CloseOnDrop,
     channels: Channels,
     max: usize,
     unreliable_in: Arc<AtomicU64>,
@@ -883,10 +932,6 @@ impl FrameReader for Reader {
                     "the peer connection failed",
                 )),
             };
-            // The connection is over: closing the peer connection also
-            // frees a writer waiting for send-buffer room that a dead
-            // peer would never acknowledge.
-            let _ = self.peer.pc.close().await;
             end
         })
     }
@@ -1032,8 +1077,8 @@ impl Transport for WebRtcTransport {
         };
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
-            while let Some((from, signal)) = inbox.recv().await {
-                inner.on_signal(from, signal);
+            while let Some(Inbound { from, via, signal }) = inbox.recv().await {
+                inner.on_signal(from, via, signal);
             }
         });
         self.inner.track(task);
