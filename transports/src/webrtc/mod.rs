@@ -43,9 +43,10 @@
 //! let network = builder.behavior(rtc.signalling()).build().unwrap();
 //! let (handle, events) = plexus_network::runtime::Node::spawn(
 //!     network,
-//!     vec![rtc.clone() /* , quic, tcp, … */],
+//!     vec![std::sync::Arc::new(rtc.clone()) /* , quic, tcp, … */],
 //!     Default::default(),
 //! );
+//! # let _ = events;
 //! rtc.attach(&handle); // signals go out through the node
 //! # Ok(()) }
 //! ```
