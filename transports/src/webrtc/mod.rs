@@ -346,6 +346,8 @@ struct Peer {
     remote: tokio::sync::Mutex<mpsc::Receiver<Arc<dyn DataChannel>>>,
     gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
+    /// Closes the peer connection when the last holder lets go.
+    _close: CloseOnDrop,
 }
 
 #[derive(Clone)]
@@ -360,17 +362,6 @@ struct CloseOnDrop(Arc<dyn PeerConnection>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         let pc = self.0.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = pc.close().await;
-            });
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let pc = self.pc.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = pc.close().await;
@@ -442,6 +433,7 @@ impl Inner {
             None
         };
         Ok(Arc::new(Peer {
+            _close: CloseOnDrop(pc.clone()),
             pc,
             local,
             remote: tokio::sync::Mutex::new(remote),
