@@ -47,6 +47,9 @@ pub struct Behaviour {
     active: BTreeMap<NodeId, Vec<Address>>,
     /// The passive view.
     passive: BTreeMap<NodeId, Vec<Address>>,
+    /// Leaves: peers that joined with no address (browsers). Neighbours of
+    /// this node only, outside the active view (at most `max_leaves`).
+    leaves: BTreeSet<NodeId>,
     /// Neighbor requests in flight (dialling, or waiting for the reply).
     asking: BTreeMap<NodeId, Ask>,
     /// Peers that refused us lately: not asked again before the instant.
@@ -86,6 +89,7 @@ impl Behaviour {
             dialled: BTreeSet::new(),
             active: BTreeMap::new(),
             passive: BTreeMap::new(),
+            leaves: BTreeSet::new(),
             asking: BTreeMap::new(),
             refused: BTreeMap::new(),
             offered: BTreeSet::new(),
@@ -106,6 +110,12 @@ impl Behaviour {
     /// The passive view, ascending.
     pub fn passive_view(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.passive.keys().copied()
+    }
+
+    /// The leaves, ascending: peers that joined with no address to dial
+    /// them by (browsers). See the [module docs](super#leaves).
+    pub fn leaves(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.leaves.iter().copied()
     }
 
     /// Counters.
@@ -159,6 +169,7 @@ impl Behaviour {
         let Some(conn) = self.conn(node) else {
             return;
         };
+        self.leaves.remove(&node);
         let addrs = clean(addrs);
         if let Some(a) = self.active.get_mut(&node) {
             if !addrs.is_empty() {
@@ -539,6 +550,10 @@ impl Behaviour {
 
     fn on_join(&mut self, agent: &mut Agent<'_>, from: NodeId, addrs: Vec<Address>) {
         self.stats.joins += 1;
+        if addrs.is_empty() && !self.active.contains_key(&from) {
+            self.add_leaf(agent, from);
+            return;
+        }
         let known = self.active.contains_key(&from);
         self.add_active(agent, from, addrs.clone());
         if known {
@@ -578,6 +593,47 @@ impl Behaviour {
                 ttl: self.config.arwl,
             };
             self.send(agent, n, msg);
+        }
+    }
+
+    /// A peer that joined with no address: nobody can dial it, so no walk
+    /// spreads it and no shuffle passes it on. It becomes a neighbour of
+    /// this node alone (for the trees built on membership), outside the
+    /// active view's bound, if there is room among the leaves; either way
+    /// the answer tells it.
+    fn add_leaf(&mut self, agent: &mut Agent<'_>, node: NodeId) {
+        let Some(conn) = self.conn(node) else {
+            return;
+        };
+        let known = self.leaves.contains(&node);
+        let accepted = known || self.leaves.len() < self.config.max_leaves;
+        self.send(agent, node, Message::NeighborReply { accepted });
+        if !accepted {
+            self.stats.refusals += 1;
+            log::info!(
+                "node {}: membership: {node} joined with no address, and {} leaves are here already: refused",
+                agent.local_node(),
+                self.config.max_leaves
+            );
+            return;
+        }
+        if !known {
+            self.leaves.insert(node);
+            self.stats.leaves += 1;
+            log::debug!(
+                "node {}: membership: {node} is a leaf ({} of {})",
+                agent.local_node(),
+                self.leaves.len(),
+                self.config.max_leaves
+            );
+        }
+        self.announce(agent, NeighborEvent::Up { node, conn });
+    }
+
+    /// `node` is no longer a leaf (it left, or its connection closed).
+    fn remove_leaf(&mut self, agent: &mut Agent<'_>, node: NodeId) {
+        if self.leaves.remove(&node) {
+            self.announce(agent, NeighborEvent::Down { node });
         }
     }
 
@@ -774,7 +830,7 @@ impl NetworkBehavior for Behaviour {
                 addrs: Self::my_addrs(agent),
             };
             self.send(agent, node, msg);
-        } else if self.active.contains_key(&node) {
+        } else if self.active.contains_key(&node) || self.leaves.contains(&node) {
             // A newer connection to a neighbour (it may have restarted):
             // from now on it is the one to use.
             self.announce(
@@ -817,13 +873,14 @@ impl NetworkBehavior for Behaviour {
         };
         match left {
             Some(conn) => {
-                if self.active.contains_key(&node) {
+                if self.active.contains_key(&node) || self.leaves.contains(&node) {
                     // Still reachable on another connection.
                     self.announce(agent, NeighborEvent::Up { node, conn });
                 }
             }
             None => {
                 self.conns.remove(&node);
+                self.remove_leaf(agent, node);
                 let was_asking = self.asking.remove(&node).is_some();
                 if self.active.contains_key(&node) {
                     log::debug!(
@@ -875,6 +932,7 @@ impl NetworkBehavior for Behaviour {
             Message::Disconnect => {
                 // Dropped to make room: not a failure; the view grows back
                 // at the shuffle rounds' pace (at once if it is empty).
+                self.remove_leaf(agent, from);
                 self.remove_active(agent, from, false);
                 if let Some(c) = self.conn(from) {
                     agent.close(c);
@@ -950,6 +1008,7 @@ impl NetworkBehavior for Behaviour {
                     })
                     .collect(),
             ),
+            Request::Leaves => Response::Leaves(self.leaves.iter().copied().collect()),
             Request::Stats => Response::Stats(self.stats),
         };
         agent.answer(answer, resp);

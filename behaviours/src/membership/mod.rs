@@ -54,6 +54,15 @@
 //!   views. Measured: 16 nodes split for 60 s relink within 25 s of the
 //!   heal over 100 seeds (`gossip` tests).
 //!
+//! # Leaves
+//! A peer that joins with no address (a browser: nothing can dial it) is
+//! a **leaf** of its contact: the contact answers `NeighborReply`
+//! (accepted, or refused past `max_leaves`) and announces it as a
+//! neighbour (a [`NeighborEvent`]), so broadcast and pubsub trees reach
+//! it, but it is in neither view and no walk or shuffle passes it on:
+//! nobody else could dial it. It does not count towards `active_size`,
+//! and it is forgotten when its connection closes.
+//!
 //! # Neighbours for other behaviours
 //! Every change of the active view is published to the node's other
 //! behaviours as a [`NeighborEvent`] (`Up` with the connection, `Down`):
@@ -61,7 +70,8 @@
 //! their trees on it. It is also emitted to the application as [`Event`].
 //!
 //! # Bounds
-//! Active view ≤ `active_size`, passive view ≤ `passive_size`, addresses per
+//! Active view ≤ `active_size`, passive view ≤ `passive_size`, leaves ≤
+//! `max_leaves`, addresses per
 //! peer ≤ [`protocol::MAX_ADDRS`], peers per shuffle ≤ 1 + `shuffle_active`
 //! + `shuffle_passive` (larger shuffles from a peer are truncated), dials in
 //!   flight ≤ `active_size`.
@@ -98,6 +108,7 @@ pub struct Config {
     pub(crate) neighbor_timeout: Duration,
     pub(crate) rewire: f64,
     pub(crate) emit_events: bool,
+    pub(crate) max_leaves: usize,
 }
 
 impl Default for Config {
@@ -114,6 +125,7 @@ impl Default for Config {
             neighbor_timeout: Duration::from_secs(5),
             rewire: 0.01,
             emit_events: true,
+            max_leaves: 64,
         }
     }
 }
@@ -175,6 +187,12 @@ impl Config {
         self.rewire = p.clamp(0.0, 1.0);
         self
     }
+    /// Most leaves (peers that join with no address, such as browsers;
+    /// see [Leaves](self#leaves)) this node takes; more are refused. Default 64.
+    pub fn with_max_leaves(mut self, n: usize) -> Self {
+        self.max_leaves = n;
+        self
+    }
     /// Emit [`Event`]s to the application. Default true.
     pub fn with_events(mut self, emit: bool) -> Self {
         self.emit_events = emit;
@@ -225,6 +243,8 @@ pub struct Stats {
     pub failures: u64,
     /// Lost neighbours dialled again (how partitions heal).
     pub recalls: u64,
+    /// Leaves taken (peers that joined with no address).
+    pub leaves: u64,
 }
 
 /// Membership's RPCs.
@@ -235,6 +255,8 @@ pub enum Request {
     ActiveView,
     /// The passive view.
     PassiveView,
+    /// The leaves.
+    Leaves,
     /// Counters.
     Stats,
 }
@@ -247,6 +269,8 @@ pub enum Response {
     ActiveView(Vec<NodeId>),
     /// Passive peers with their addresses, ascending.
     PassiveView(Vec<PeerInfo>),
+    /// Leaves, ascending.
+    Leaves(Vec<NodeId>),
     /// Counters.
     Stats(Stats),
 }

@@ -35,7 +35,10 @@ pub enum Priority {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// The sender joins the overlay through this node (its contact). The
-    /// contact takes it into its active view and spreads the join.
+    /// contact takes it into its active view and spreads the join; a
+    /// sender with no address (nothing can dial it: a browser) becomes the
+    /// contact's leaf instead, and is answered with a
+    /// [`Message::NeighborReply`] (see [Leaves](super#leaves)).
     Join {
         /// Where the joining node listens.
         addrs: Vec<Address>,
@@ -57,7 +60,7 @@ pub enum Message {
         /// Where the sender listens.
         addrs: Vec<Address>,
     },
-    /// The answer to [`Message::Neighbor`].
+    /// The answer to [`Message::Neighbor`], and to a leaf's [`Message::Join`].
     NeighborReply {
         /// Taken into the active view.
         accepted: bool,

@@ -5,6 +5,7 @@ use crate::sim_support::{grow, Stack};
 use plexus_network::sim::{LinkConfig, Sim, SimConfig};
 use plexus_network::{Network, NodeId, Rng};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 fn stack() -> Stack {
     Stack::new(membership::Config::default().with_shuffle_interval(Duration::from_secs(10)))
@@ -291,4 +292,141 @@ fn every_subscriber_of_a_topic_follows_the_same_root_and_few_relay() {
             subs.len()
         );
     }
+}
+
+/// A browser's part of membership: it joins its contact with no address
+/// (nothing can dial it), emits the answer, and does nothing else.
+#[derive(Debug)]
+struct LeafJoin;
+
+impl plexus_network::NetworkBehavior for LeafJoin {
+    type Msg = membership::Message;
+    type Handler = plexus_network::NoHandler<membership::Message>;
+    type Event = bool;
+    type Rpc = ();
+
+    fn service_id(&self) -> plexus_network::ServiceId {
+        crate::services::MEMBERSHIP
+    }
+
+    fn on_connected(
+        &mut self,
+        agent: &mut plexus_network::BehaviorAgent<'_, Self>,
+        info: plexus_network::ConnectionInfo,
+    ) -> Option<Self::Handler> {
+        agent.send_to_conn(info.conn, membership::Message::Join { addrs: vec![] });
+        None
+    }
+
+    fn on_message(
+        &mut self,
+        agent: &mut plexus_network::BehaviorAgent<'_, Self>,
+        msg: plexus_network::Incoming<membership::Message>,
+    ) {
+        if let membership::Message::NeighborReply { accepted } = msg.msg {
+            agent.emit(accepted);
+        }
+    }
+}
+
+/// A leaf: [`LeafJoin`], ping, and pubsub over its one connection, joined through
+/// `contact`, as the browser page is.
+fn add_leaf(sim: &mut Sim, id: NodeId, contact: NodeId) {
+    sim.add_node(id, move |id, _| {
+        Network::builder(id, Arc::new(crate::sim_support::NoRoutes(id)))
+            .bootstrap(contact, plexus_network::Address::Memory(contact.0))
+            .behavior(LeafJoin)
+            .behavior(crate::ping::Behaviour::new(crate::ping::Config::default()))
+            .behavior(Behaviour::new(
+                Config::default().with_neighbours(crate::broadcast::Neighbours::Connections),
+            ))
+            .build()
+            .unwrap()
+    });
+}
+
+#[test]
+fn a_leaf_with_no_address_publishes_and_receives_through_its_contact_alone() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut sim = sim(7, 0.0);
+    let mut rng = Rng::new(7);
+    let mut ids = Vec::new();
+    let stack = Stack::new(
+        membership::Config::default()
+            .with_shuffle_interval(Duration::from_secs(10))
+            .with_max_leaves(1),
+    )
+    .with_pubsub(Config::default());
+    grow(
+        &mut sim,
+        &mut rng,
+        &mut ids,
+        20,
+        5,
+        Duration::from_millis(100),
+        &stack,
+    );
+    sim.run_for(Duration::from_secs(20)).unwrap();
+    let contact = ids[0];
+    let (leaf, refused) = (NodeId(rng.next_u64()), NodeId(rng.next_u64()));
+    add_leaf(&mut sim, leaf, contact);
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    add_leaf(&mut sim, refused, contact);
+    let chat = Topic::new("chat");
+    let (a, b) = (ids[7], ids[13]);
+    for n in [leaf, refused, a, b] {
+        subscribe(&mut sim, n, chat);
+    }
+    sim.run_for(Duration::from_secs(5)).unwrap();
+    let answers: BTreeMap<NodeId, bool> = sim
+        .take_events()
+        .into_iter()
+        .filter_map(|e| Some((e.node, e.event.downcast::<bool>().ok()?)))
+        .collect();
+    assert_eq!(answers.get(&leaf), Some(&true), "{answers:?}");
+    assert_eq!(answers.get(&refused), Some(&false), "max_leaves is 1");
+
+    let from_a = publish(&mut sim, a, chat, 1);
+    let from_leaf = publish(&mut sim, leaf, chat, 2);
+    let from_refused = publish(&mut sim, refused, chat, 3);
+    sim.run_for(Duration::from_secs(5)).unwrap();
+    let (got, _) = deliveries(&mut sim);
+    for n in [leaf, b] {
+        assert_eq!(got.get(&(n, from_a)), Some(&1), "{n} gets a's publication");
+    }
+    for n in [a, b] {
+        assert_eq!(got.get(&(n, from_leaf)), Some(&1), "{n} gets the leaf's");
+        assert_eq!(
+            got.get(&(n, from_refused)),
+            None,
+            "a refused leaf is no neighbour"
+        );
+    }
+    assert_eq!(got.get(&(refused, from_a)), None);
+
+    // The leaf is its contact's alone: in no view, so nobody tries to dial it.
+    let m = |sim: &Sim, n: NodeId| {
+        let net = sim.node(n).unwrap();
+        let b = net.behavior::<membership::Behaviour>().unwrap();
+        let views: BTreeSet<NodeId> = b.active_view().chain(b.passive_view()).collect();
+        (b.leaves().collect::<Vec<_>>(), views)
+    };
+    assert_eq!(m(&sim, contact).0, vec![leaf]);
+    for n in &ids {
+        let (_, views) = m(&sim, *n);
+        assert!(
+            !views.contains(&leaf) && !views.contains(&refused),
+            "{n}: {views:?}"
+        );
+        assert!(sim
+            .node(*n)
+            .unwrap()
+            .connections()
+            .all(|c| c.node != leaf || *n == contact));
+    }
+
+    // Gone when its connection closes.
+    sim.kill(leaf);
+    sim.run_for(Duration::from_secs(10)).unwrap();
+    assert!(m(&sim, contact).0.is_empty());
 }
