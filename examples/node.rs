@@ -463,16 +463,32 @@ async fn command(node: &NodeHandle, line: &str, kv_runs: bool) {
                 return;
             }
         },
-        "peers" => node
-            .rpc::<membership::Behaviour>(membership::Request::ActiveView)
-            .await
-            .map(|r| match r {
-                membership::Response::ActiveView(v) => {
-                    let ids: Vec<String> = v.iter().map(|n| n.to_string()).collect();
-                    format!("peers: {}", ids.join(", "))
+        "peers" => {
+            let ids = |v: &[plexus::NodeId]| {
+                v.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let active = node
+                .rpc::<membership::Behaviour>(membership::Request::ActiveView)
+                .await;
+            let leaves = node
+                .rpc::<membership::Behaviour>(membership::Request::Leaves)
+                .await;
+            match (active, leaves) {
+                (Ok(membership::Response::ActiveView(a)), Ok(membership::Response::Leaves(l)))
+                    if l.is_empty() =>
+                {
+                    Ok(format!("peers: {}", ids(&a)))
                 }
-                other => format!("{other:?}"),
-            }),
+                (Ok(membership::Response::ActiveView(a)), Ok(membership::Response::Leaves(l))) => {
+                    Ok(format!("peers: {}; leaves: {}", ids(&a), ids(&l)))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                other => Ok(format!("{other:?}")),
+            }
+        }
         "put" | "get" | "delete" if verb != "get" || kv_runs => {
             match kv_command(node, verb, rest).await {
                 Ok(r) => println!("{r}"),

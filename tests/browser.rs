@@ -4,8 +4,9 @@
 //! What is asserted comes from the node's own output (the connection came
 //! up over WebRTC with the NodeId the browser's key proves, and the node's
 //! pings were answered) and from the pages (the browser verified the node,
-//! its own pings were answered; the dashboard lists the connection). Each
-//! test keeps a screenshot and prints its path.
+//! its own pings were answered; the dashboard lists the connection; it
+//! chats over pubsub, as a membership leaf, with a node two hops away).
+//! Each test keeps a screenshot and prints its path.
 //!
 //! Needs Chromium: `.ci/run` installs Debian's `chromium`. Without it these
 //! tests fail and say so; set `PLEXUS_SKIP_BROWSER=1` to skip them.
@@ -245,13 +246,16 @@ struct Joined {
     node: Proc,
     node_id: String,
     web: String,
+    /// The node's `--seed` (`<id>@quic://…`), for other nodes to join by.
+    seed: String,
     peer_id: String,
     peer: Browser,
 }
 
 /// The node example with its web endpoint, on loopback, with `extra`
-/// flags: the process, its id and its web address (no trailing slash).
-fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String) {
+/// flags: the process, its id, its web address (no trailing slash), and
+/// its `--seed` for other nodes (`<id>@quic://…`).
+fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String, String) {
     let key = temp_dir(tag).join("node.key");
     let mut args = vec![
         "--listen",
@@ -271,6 +275,15 @@ fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String) {
         .expect("its id", |l| l.starts_with("node id "))
         .trim_start_matches("node id ")
         .to_string();
+    let line = node.expect("its QUIC address", |l| {
+        l.starts_with("listening on quic://")
+    });
+    let seed = line
+        .rsplit("--seed ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
     let line = node.expect("its web endpoint", |l| l.starts_with("web endpoint on "));
     let web = line
         .split_whitespace()
@@ -278,11 +291,12 @@ fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String) {
         .expect("an address")
         .trim_end_matches('/')
         .to_string();
-    (node, node_id, web)
+    (node, node_id, web, seed)
 }
 
-async fn join(bin: &Path, tag: &str) -> Joined {
-    let (node, node_id, web) = web_node(tag, &[]);
+/// A browser peer joins a node started with `extra` flags.
+async fn join(bin: &Path, tag: &str, extra: &[&str]) -> Joined {
+    let (node, node_id, web, seed) = web_node(tag, extra);
     let mut peer = Browser::open(bin, &format!("{web}/"), tag).await;
 
     // The node's side: a WebRTC connection whose NodeId the handshake
@@ -321,6 +335,7 @@ async fn join(bin: &Path, tag: &str) -> Joined {
         node,
         node_id,
         web,
+        seed,
         peer_id,
         peer,
     }
@@ -332,7 +347,7 @@ async fn a_browser_joins_over_webrtc_with_a_verified_id_and_pings() {
     else {
         return;
     };
-    let mut j = join(&bin, "browser-join").await;
+    let mut j = join(&bin, "browser-join", &[]).await;
     let png = j.peer.screenshot("peer.png").await;
     assert!(std::fs::metadata(png).unwrap().len() > 1000);
     assert!(!j.node_id.is_empty());
@@ -344,7 +359,7 @@ async fn the_dashboard_lists_the_browser_connection() {
     let Some(bin) = browser_binary("the_dashboard_lists_the_browser_connection") else {
         return;
     };
-    let j = join(&bin, "browser-dash").await;
+    let j = join(&bin, "browser-dash", &[]).await;
     let mut dash = Browser::open(&bin, &format!("{}/dashboard", j.web), "dash").await;
     let row = dash
         .when(
@@ -365,6 +380,87 @@ async fn the_dashboard_lists_the_browser_connection() {
     assert!(row[2].as_u64().unwrap() >= 2, "{row:?}");
     dash.screenshot("dashboard.png").await;
     drop(j);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_chats_over_pubsub_through_its_node() {
+    let Some(bin) = browser_binary("a_browser_chats_over_pubsub_through_its_node") else {
+        return;
+    };
+    // The node the browser joins relays; a second node subscribes.
+    let mut j = join(
+        &bin,
+        "browser-chat",
+        &["--behaviours", "ping,membership,pubsub"],
+    )
+    .await;
+    let key = temp_dir("browser-chat-far").join("node.key");
+    let mut far = Proc::start(
+        "node",
+        &[
+            "--listen",
+            "quic://127.0.0.1:0",
+            "--webrtc-udp",
+            "127.0.0.1:0",
+            "--status-every",
+            "0",
+            "--key-file",
+            key.to_str().unwrap(),
+            "--behaviours",
+            "ping,membership,pubsub",
+            "--subscribe",
+            "chat",
+            "--seed",
+            &j.seed,
+        ],
+    );
+    let far_id = far
+        .expect("its id", |l| l.starts_with("node id "))
+        .trim_start_matches("node id ")
+        .to_string();
+
+    // The page joins its node's overlay as a leaf and subscribes; once the
+    // node's advert says it is in the topic's tree, the page publishes.
+    let state = j
+        .peer
+        .when(
+            "document.body.dataset.chat === 'member'",
+            "(document.getElementById('chat-input').value = 'hello from the browser', \
+              document.getElementById('chat-form').requestSubmit(), \
+              document.getElementById('chat-state').textContent)",
+        )
+        .await;
+    assert!(
+        state.as_str().unwrap().contains(&j.node_id),
+        "in the tree through its node: {state}"
+    );
+    // Two hops on: the far node delivers it as the browser's own.
+    far.expect("the browser's publication", |l| {
+        l == format!("chat from {} (2 hops): hello from the browser", j.peer_id)
+    });
+
+    // And the far node's publication reaches the page through the node.
+    far.type_line("publish chat hello from afar");
+    let shown = j
+        .peer
+        .when(
+            &format!(
+                "[...document.querySelectorAll('#chat li')].some(li => li.dataset.author === '{far_id}' && li.innerText.includes('hello from afar'))"
+            ),
+            "document.getElementById('chat').innerText",
+        )
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("you: hello from the browser (sent)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{far_id}: hello from afar (2 hops)")),
+        "{shown}"
+    );
+    assert_eq!(shown.matches("hello from afar").count(), 1, "once: {shown}");
+    j.peer.screenshot("chat.png").await;
 }
 
 /// The web endpoint without a browser: pages and status are served, and
@@ -504,7 +600,7 @@ async fn a_browser_with_the_wrong_network_key_is_refused() {
     let Some(bin) = browser_binary("a_browser_with_the_wrong_network_key_is_refused") else {
         return;
     };
-    let (node, _, web) = web_node("browser-key", &["--network-key", "right"]);
+    let (node, _, web, _) = web_node("browser-key", &["--network-key", "right"]);
     let mut page = Browser::open(&bin, &format!("{web}/#secret=wrong"), "browser-key").await;
     let error = page
         .when(

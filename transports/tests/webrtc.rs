@@ -366,3 +366,52 @@ fn the_wire_doc_example_is_what_plexus_encodes() {
     assert_eq!(frame, doc);
     assert_eq!(frame.len(), 0x1d);
 }
+
+#[test]
+fn the_wire_doc_leaf_and_pubsub_examples_are_what_plexus_encodes() {
+    use bytes::Bytes;
+    use plexus_behaviours::broadcast::{MsgId, TreeMsg};
+    use plexus_behaviours::{membership, pubsub};
+    let hex = |doc: &str| -> Vec<u8> {
+        doc.split([' ', '|'])
+            .filter(|b| !b.is_empty())
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    fn enc<T: serde::Serialize>(m: &T) -> Vec<u8> {
+        postcard::to_allocvec(m).unwrap()
+    }
+    let join = membership::Message::Join { addrs: vec![] };
+    assert_eq!(enc(&join), hex("00 00"));
+    let reply = membership::Message::NeighborReply { accepted: true };
+    assert_eq!(enc(&reply), hex("03 01"));
+    let chat = pubsub::Topic::new("chat");
+    assert_eq!(chat.0, 0xf2a3_8d91_0b5b_348b);
+    let me = NodeId(0x0102_0304_0506_0708);
+    let interest = pubsub::Message::Interest(vec![(
+        chat,
+        pubsub::protocol::Advert {
+            root: me,
+            dist: 0,
+            parent: false,
+            member: true,
+        },
+    )]);
+    assert_eq!(
+        enc(&interest),
+        hex("00 01 | 8b e9 ec da 90 b2 e3 d1 f2 01 | 88 8e 98 a8 c0 e0 80 81 01 | 00 00 01")
+    );
+    let publish = pubsub::Message::Tree {
+        topic: chat,
+        msg: TreeMsg::Gossip {
+            id: MsgId { author: me, seq: 5 },
+            origin: me,
+            round: 0,
+            payload: Bytes::from_static(b"hi"),
+        },
+    };
+    assert_eq!(
+        enc(&publish),
+        hex("01 | 8b e9 ec da 90 b2 e3 d1 f2 01 | 00 | 88 8e 98 a8 c0 e0 80 81 01 05 | 88 8e 98 a8 c0 e0 80 81 01 | 00 | 02 68 69")
+    );
+}

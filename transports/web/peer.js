@@ -1,10 +1,16 @@
 // The plexus browser peer: an ed25519 identity kept in IndexedDB, WebRTC to
 // the node that served this page (signalled over its WebSocket), the
-// plexus wire format, and the ping protocol. Plain JavaScript, no build
-// step. The format is documented in docs/wire.md.
+// plexus wire format, ping, and pubsub chat (as a membership leaf of that
+// node). Plain JavaScript, no build step. The format is documented in
+// docs/wire.md.
 "use strict";
 
 const PING = 1; // ping's service id
+const MEMBERSHIP = 2; // membership's
+const PUBSUB = 4; // pubsub's
+const NO_ROOT = 16; // pubsub: "no route to the topic's root"
+const MAX_PAYLOAD = 64 * 1024; // pubsub's default largest publication
+const MAX_SEEN = 4096; // publication ids remembered, against duplicates
 const HEADER_LEN = 25;
 const LINK = 0xc0;
 const FLAG_UNRELIABLE = 1;
@@ -132,6 +138,26 @@ function varint(n) {
   return out;
 }
 
+function readByte(bytes, at) {
+  if (at.i >= bytes.length) throw new Error("truncated message");
+  return bytes[at.i++];
+}
+
+function readBool(bytes, at) {
+  const b = readByte(bytes, at);
+  if (b > 1) throw new Error(`bad bool ${b}`);
+  return b === 1;
+}
+
+/** A postcard byte string (`Bytes`, `Vec<u8>`): varint length, bytes. */
+function readBytes(bytes, at) {
+  const n = Number(readVarint(bytes, at));
+  if (at.i + n > bytes.length) throw new Error("truncated message");
+  const out = bytes.slice(at.i, at.i + n);
+  at.i += n;
+  return out;
+}
+
 function readVarint(bytes, at) {
   let v = 0n;
   let shift = 0n;
@@ -177,6 +203,231 @@ function parseHeader(f) {
   };
 }
 
+// ---- pubsub chat ------------------------------------------------------------
+
+/** A topic: the 64-bit FNV-1a hash of its name's UTF-8 bytes. */
+function topicOf(name) {
+  let h = 0xcbf29ce484222325n;
+  for (const b of new TextEncoder().encode(name)) {
+    h ^= BigInt(b);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h;
+}
+
+const NO_ADVERT = { root: 0n, dist: NO_ROOT, parent: false, member: false };
+const sameAdvert = (a, b) =>
+  a.root === b.root && a.dist === b.dist && a.parent === b.parent && a.member === b.member;
+const idKey = (author, seq) => `${author}:${seq}`;
+const nodeHex = (id) => id.toString(16).padStart(16, "0");
+
+/**
+ * One topic of pubsub, as a leaf with a single neighbour (the node): the
+ * page subscribes, follows the topic's root through the node (or is the
+ * root), and takes part in the topic's tree on its one link: it keeps
+ * what it has seen, asks (Graft) for what it is told of (IHave), answers
+ * what the node hands up (Up) with UpAck, and publishes by pushing a
+ * round-0 Gossip. See docs/wire.md, "Pubsub".
+ */
+class Chat {
+  constructor(peer, name) {
+    this.peer = peer;
+    this.name = name;
+    this.topic = topicOf(name);
+    this.subscribed = false;
+    this.refused = false; // the node had no room for us
+    this.heard = NO_ADVERT; // the node's advert to us
+    this.told = NO_ADVERT; // ours to it
+    this.seen = new Set();
+    this.nextSeq = randomSeq();
+  }
+
+  /** Membership took us as its leaf: subscribe. */
+  join() {
+    this.subscribed = true;
+    this.interest();
+  }
+
+  /** The best route to the topic's root: ourselves (we subscribe), or
+   * through the node unless its route goes through us; the smaller root
+   * wins, then the shorter route. */
+  route() {
+    let best = this.subscribed ? { root: this.peer.source, dist: 0, parent: false } : null;
+    const a = this.heard;
+    if (!a.parent && a.dist < NO_ROOT - 1) {
+      const r = { root: a.root, dist: a.dist + 1, parent: true };
+      if (!best || r.root < best.root || (r.root === best.root && r.dist < best.dist)) best = r;
+    }
+    return best;
+  }
+
+  /** Sends our advert if it changed. */
+  interest() {
+    const r = this.route();
+    const advert = r ? { ...r, member: this.subscribed } : NO_ADVERT;
+    if (sameAdvert(advert, this.told)) return;
+    this.told = advert;
+    this.peer.send(
+      PUBSUB,
+      concat(
+        varint(0), // Interest
+        varint(1), // one entry
+        varint(this.topic),
+        varint(advert.root),
+        [advert.dist, advert.parent ? 1 : 0, advert.member ? 1 : 0],
+      ),
+    );
+    this.showState();
+  }
+
+  showState() {
+    if (this.refused) return;
+    const r = this.route();
+    const state = !this.subscribed
+      ? "joining"
+      : this.heard.member
+        ? "member"
+        : "alone";
+    document.body.dataset.chat = state;
+    $("chat-state").textContent =
+      state === "member"
+        ? `in ${this.name}'s tree through ${this.peer.node}; root ${r ? nodeHex(r.root) : "?"}`
+        : `subscribed to ${this.name}; no other subscriber reachable yet`;
+  }
+
+  onMessage(p) {
+    const at = { i: 0 };
+    switch (readVarint(p, at)) {
+      case 0n: {
+        // Interest: per topic, the node's advert.
+        const n = Number(readVarint(p, at));
+        for (let k = 0; k < n; k++) {
+          const topic = readVarint(p, at);
+          const advert = {
+            root: readVarint(p, at),
+            dist: readByte(p, at),
+            parent: readBool(p, at),
+            member: readBool(p, at),
+          };
+          if (topic === this.topic) this.heard = advert;
+        }
+        // Before the node took us as its leaf it would not listen.
+        if (this.subscribed) this.interest();
+        this.showState();
+        return;
+      }
+      case 1n: {
+        // Tree: one topic's Plumtree message.
+        if (readVarint(p, at) !== this.topic) return;
+        const kind = readVarint(p, at);
+        if (kind === 0n) {
+          // Gossip { id, origin, round, payload }
+          const author = readVarint(p, at);
+          const seq = readVarint(p, at);
+          readVarint(p, at); // origin
+          const round = readVarint(p, at);
+          this.deliver(author, seq, Number(round) + 1, readBytes(p, at));
+        } else if (kind === 1n) {
+          // IHave [(id, round)]: ask for what we have not seen.
+          const n = Number(readVarint(p, at));
+          const want = [];
+          for (let k = 0; k < n; k++) {
+            const author = readVarint(p, at);
+            const seq = readVarint(p, at);
+            readVarint(p, at);
+            if (!this.seen.has(idKey(author, seq))) want.push(varint(author), varint(seq));
+          }
+          if (want.length) {
+            this.peer.send(
+              PUBSUB,
+              concat(varint(1), varint(this.topic), varint(2), varint(want.length / 2), ...want),
+            );
+          }
+        }
+        // Graft, Prune, Route: with one link and no copies to hand on, a
+        // leaf has nothing to change.
+        return;
+      }
+      case 2n: {
+        // Up { topic, id, hops, payload }: the node hands a publication up
+        // to us, its way to the topic's root. Ours now: acknowledge it.
+        const topic = readVarint(p, at);
+        const author = readVarint(p, at);
+        const seq = readVarint(p, at);
+        const hops = readByte(p, at);
+        const payload = readBytes(p, at);
+        this.peer.send(PUBSUB, concat(varint(3), varint(author), varint(seq)));
+        if (topic === this.topic) this.deliver(author, seq, hops, payload);
+        return;
+      }
+      default:
+        return; // UpAck: we keep no Up of our own
+    }
+  }
+
+  deliver(author, seq, hops, payload) {
+    const key = idKey(author, seq);
+    if (this.seen.has(key)) return;
+    this.remember(key);
+    this.show(nodeHex(author), new TextDecoder().decode(payload), `${hops} hops`);
+  }
+
+  remember(key) {
+    this.seen.add(key);
+    if (this.seen.size > MAX_SEEN) this.seen.delete(this.seen.values().next().value);
+  }
+
+  /** Publishes `text` to the topic: pushed into the tree through the node. */
+  publish(text) {
+    const payload = new TextEncoder().encode(text);
+    if (payload.length > MAX_PAYLOAD) {
+      log(`not sent: ${payload.length} bytes is over the ${MAX_PAYLOAD}-byte limit`);
+      return;
+    }
+    const seq = this.nextSeq++;
+    const me = this.peer.source;
+    this.remember(idKey(me, seq));
+    if (!this.heard.member) {
+      this.show("you", text, "not sent: nobody else subscribes yet");
+      return;
+    }
+    this.peer.send(
+      PUBSUB,
+      concat(
+        varint(1), // Tree
+        varint(this.topic),
+        varint(0), // Gossip
+        varint(me),
+        varint(seq),
+        varint(me), // origin
+        varint(0), // round
+        varint(payload.length),
+        payload,
+      ),
+    );
+    this.show("you", text, "sent");
+  }
+
+  show(who, text, note) {
+    const li = document.createElement("li");
+    li.dataset.author = who;
+    const b = document.createElement("b");
+    b.textContent = who;
+    const small = document.createElement("small");
+    small.textContent = ` (${note})`;
+    li.append(b, `: ${text}`, small);
+    $("chat").prepend(li);
+    while ($("chat").children.length > 200) $("chat").lastChild.remove();
+  }
+}
+
+/** A random first sequence number (62 bits): ids stay unique across
+ * reloads of a page that keeps its identity. */
+function randomSeq() {
+  const w = crypto.getRandomValues(new Uint32Array(2));
+  return (BigInt(w[0] >>> 2) << 32n) | BigInt(w[1]);
+}
+
 // ---- the connection --------------------------------------------------------
 
 class Peer {
@@ -191,6 +442,7 @@ class Peer {
     this.received = 0n; // credited frames received (confirmed back)
     this.returned = 0; // their bytes, granted back as credit
     this.confirmed = 0n; // the count last confirmed
+    this.chat = new Chat(this, topicParam());
   }
 
   /** Bytes of the reliable channel: u32 length-delimited frames. */
@@ -216,7 +468,30 @@ class Peer {
       this.returned += f.length;
     }
     if (h.service === PING) this.onPing(h);
+    else if (h.service === MEMBERSHIP) this.onMembership(h);
+    else if (h.service === PUBSUB && h.routeKind === 0) this.chat.onMessage(h.payload);
     else this.counts.other++;
+  }
+
+  /** Joins the node's overlay as a leaf: a `Join` with no address (nothing
+   * can dial a browser). The node answers with a `NeighborReply`. */
+  joinOverlay() {
+    this.send(MEMBERSHIP, concat(varint(0), varint(0)));
+  }
+
+  onMembership(h) {
+    const at = { i: 0 };
+    if (readVarint(h.payload, at) !== 3n) return; // only NeighborReply is for a leaf
+    if (readBool(h.payload, at)) {
+      log(`joined ${this.node}'s overlay as a leaf; subscribing to ${this.chat.name}`);
+      $("chat-input").disabled = $("chat-send").disabled = false;
+      this.chat.join();
+    } else {
+      log(`${this.node} has no room for another leaf: no chat`);
+      this.chat.refused = true;
+      document.body.dataset.chat = "refused";
+      $("chat-state").textContent = "the node has no room for another leaf";
+    }
   }
 
   /** Confirms credited frames received and grants their bytes back: after
@@ -293,6 +568,11 @@ function waitFor(target, event, check) {
     };
     target.addEventListener(event, f);
   });
+}
+
+/** The chat topic, from the page's fragment (`#topic=…`); "chat" by default. */
+function topicParam() {
+  return new URLSearchParams(location.hash.slice(1)).get("topic") || "chat";
 }
 
 /** The network secret, from the page's fragment (`#secret=…`): a fragment
@@ -419,6 +699,19 @@ async function main() {
   unreliable.onmessage = (e) => onUnreliable(new Uint8Array(e.data));
   reliable.onclose = () => setState("disconnected");
   peer.ping();
+  peer.joinOverlay();
+  $("chat-topic").textContent = peer.chat.name;
+  $("chat-form").onsubmit = (e) => {
+    e.preventDefault();
+    const text = $("chat-input").value;
+    if (!text || reliable.readyState !== "open") return;
+    $("chat-input").value = "";
+    try {
+      peer.chat.publish(text);
+    } catch (err) {
+      fail(err);
+    }
+  };
   setInterval(() => {
     if (reliable.readyState !== "open") return;
     peer.ping();
