@@ -105,6 +105,12 @@ pub enum CloseReason {
     Protocol(DecodeError),
     /// The peer sent this service a payload that does not decode.
     BadPayload(ServiceId),
+    /// The peer sent a direct (one-hop) message naming another node as its
+    /// source.
+    ForgedSource {
+        /// The node it claimed to be.
+        claimed: NodeId,
+    },
     /// The peer is not the node that was dialled.
     IdentityMismatch {
         /// The node dialled.
@@ -123,6 +129,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Application => f.write_str("closed by the application"),
             CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
             CloseReason::BadPayload(s) => write!(f, "undecodable payload for {s}"),
+            CloseReason::ForgedSource { claimed } => {
+                write!(f, "a direct message claimed to be from {claimed}")
+            }
             CloseReason::IdentityMismatch { expected, actual } => {
                 write!(f, "identity mismatch: dialled {expected}, got {actual}")
             }

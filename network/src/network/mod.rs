@@ -569,6 +569,19 @@ impl Network {
             }
         };
         let h = frame.header;
+        if matches!(h.rule, crate::RouteRule::Direct) && h.source != from {
+            // A direct message's source is the neighbour the connection
+            // proved: behaviours trust it as such, so a peer that writes
+            // another node's id there is closed, not believed.
+            log::debug!(
+                "node {}: {conn} from {from}: closing: a direct message claims to be from {}",
+                self.local,
+                h.source
+            );
+            self.stats.protocol_errors += 1;
+            self.close_conn(conn, CloseReason::ForgedSource { claimed: h.source });
+            return;
+        }
         match self.router.path_to(&h.rule, h.service) {
             RouteAction::Local => self.deliver(Some((conn, from)), &h, frame.payload),
             RouteAction::Next(hop) => {

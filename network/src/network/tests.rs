@@ -259,6 +259,38 @@ fn a_bad_payload_closes_only_its_authors_connection() {
 }
 
 #[test]
+fn a_direct_message_naming_another_source_closes_its_connection_undelivered() {
+    let mut net = Network::builder(ME, router(&[]))
+        .seed(1)
+        .behavior(Echo::default())
+        .build()
+        .unwrap();
+    let c2 = net.handle_incoming(t(0), NodeId(2), None).unwrap();
+    let c3 = net.handle_incoming(t(0), NodeId(3), None).unwrap();
+    outputs(&mut net);
+    // 2 writes 3's id as the source of a one-hop message.
+    net.handle_frame(
+        t(1),
+        c2,
+        &frame(ECHO, RouteRule::Direct, NodeId(3), &EchoMsg::Ping(7)),
+    );
+    let out = outputs(&mut net);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::Close {
+                conn,
+                reason: CloseReason::ForgedSource { claimed: NodeId(3) },
+            }] if *conn == c2
+        ),
+        "closed, and nothing delivered or answered: {out:?}"
+    );
+    assert_eq!(net.stats().protocol_errors, 1);
+    let left: Vec<ConnId> = net.connections().map(|c| c.conn).collect();
+    assert_eq!(left, vec![c3]);
+}
+
+#[test]
 fn a_behaviour_that_bounces_forever_is_cut_off_and_the_others_go_on() {
     let mut net = Network::builder(ME, router(&[(2, 2)]))
         .config(NetworkConfig {
