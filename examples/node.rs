@@ -262,6 +262,7 @@ async fn run(args: Args) -> Result<(), String> {
                         println!("{} = {}", g.key, show(g.value.as_ref()));
                     } else if let Some(m) = e.downcast_ref::<membership::Event>() {
                         match m {
+                            membership::NeighborEvent::Up { node: peer, leaf: true, .. } => log::info!("leaf {peer} up"),
                             membership::NeighborEvent::Up { node: peer, .. } => log::info!("overlay neighbour {peer} up"),
                             membership::NeighborEvent::Down { node: peer } => log::info!("overlay neighbour {peer} down"),
                         }

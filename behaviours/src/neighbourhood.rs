@@ -7,7 +7,7 @@ use crate::broadcast::Neighbours;
 use crate::membership::NeighborEvent;
 use plexus_network::{ConnId, ConnectionInfo, NodeId};
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a connection or membership event changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +31,35 @@ pub(crate) enum Change {
 pub(crate) struct Neighbourhood {
     source: Neighbours,
     map: BTreeMap<NodeId, ConnId>,
+    /// Take membership's leaves as neighbours too.
+    take_leaves: bool,
+    /// The neighbours that are leaves.
+    leaves: BTreeSet<NodeId>,
 }
 
 impl Neighbourhood {
+    /// Neighbours from `source`, leaves left out (they speak only some
+    /// protocols).
     pub(crate) fn new(source: Neighbours) -> Self {
         Neighbourhood {
             source,
             map: BTreeMap::new(),
+            take_leaves: false,
+            leaves: BTreeSet::new(),
         }
+    }
+
+    /// Neighbours from `source`, membership's leaves included.
+    pub(crate) fn with_leaves(source: Neighbours) -> Self {
+        Neighbourhood {
+            take_leaves: true,
+            ..Neighbourhood::new(source)
+        }
+    }
+
+    /// Whether `node` is a neighbour as membership's leaf.
+    pub(crate) fn is_leaf(&self, node: &NodeId) -> bool {
+        self.leaves.contains(node)
     }
 
     /// The connection `node` is reached on, if it is a neighbour.
@@ -99,11 +120,26 @@ impl Neighbourhood {
             return Change::None;
         }
         match event.downcast_ref::<NeighborEvent>() {
-            Some(NeighborEvent::Up { node, conn }) => self.set(*node, *conn),
-            Some(NeighborEvent::Down { node }) => match self.map.remove(node) {
-                Some(_) => Change::Down(*node),
-                None => Change::None,
-            },
+            Some(NeighborEvent::Up { node, conn, leaf }) => {
+                if *leaf && !self.take_leaves {
+                    return self.remove(node);
+                }
+                if *leaf {
+                    self.leaves.insert(*node);
+                } else {
+                    self.leaves.remove(node);
+                }
+                self.set(*node, *conn)
+            }
+            Some(NeighborEvent::Down { node }) => self.remove(node),
+            None => Change::None,
+        }
+    }
+
+    fn remove(&mut self, node: &NodeId) -> Change {
+        self.leaves.remove(node);
+        match self.map.remove(node) {
+            Some(_) => Change::Down(*node),
             None => Change::None,
         }
     }

@@ -388,18 +388,24 @@ fn the_wire_doc_leaf_and_pubsub_examples_are_what_plexus_encodes() {
     let chat = pubsub::Topic::new("chat");
     assert_eq!(chat.0, 0xf2a3_8d91_0b5b_348b);
     let me = NodeId(0x0102_0304_0506_0708);
-    let interest = pubsub::Message::Interest(vec![(
-        chat,
-        pubsub::protocol::Advert {
-            root: me,
-            dist: 0,
-            parent: false,
-            member: true,
-        },
-    )]);
+    let interest = |root: u64, dist: u8, parent: bool| {
+        pubsub::Message::Interest(vec![(
+            chat,
+            pubsub::protocol::Advert {
+                root: NodeId(root),
+                dist,
+                parent,
+                member: true,
+            },
+        )])
+    };
     assert_eq!(
-        enc(&interest),
-        hex("00 01 | 8b e9 ec da 90 b2 e3 d1 f2 01 | 88 8e 98 a8 c0 e0 80 81 01 | 00 00 01")
+        enc(&interest(0, pubsub::protocol::NO_ROOT, false)),
+        hex("00 01 | 8b e9 ec da 90 b2 e3 d1 f2 01 | 00 | 10 00 01")
+    );
+    assert_eq!(
+        enc(&interest(0x0a, 3, true)),
+        hex("00 01 | 8b e9 ec da 90 b2 e3 d1 f2 01 | 0a | 03 01 01")
     );
     let publish = pubsub::Message::Tree {
         topic: chat,

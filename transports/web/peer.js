@@ -164,6 +164,7 @@ function readVarint(bytes, at) {
   for (;;) {
     if (at.i >= bytes.length || shift > 63n) throw new Error("bad varint");
     const b = bytes[at.i++];
+    if (shift === 63n && b > 1) throw new Error("varint over 64 bits");
     v |= BigInt(b & 0x7f) << shift;
     if (!(b & 0x80)) return v;
     shift += 7n;
@@ -223,11 +224,11 @@ const nodeHex = (id) => id.toString(16).padStart(16, "0");
 
 /**
  * One topic of pubsub, as a leaf with a single neighbour (the node): the
- * page subscribes, follows the topic's root through the node (or is the
- * root), and takes part in the topic's tree on its one link: it keeps
- * what it has seen, asks (Graft) for what it is told of (IHave), answers
- * what the node hands up (Up) with UpAck, and publishes by pushing a
- * round-0 Gossip. See docs/wire.md, "Pubsub".
+ * page subscribes (its node then subscribes for it; a leaf takes no part
+ * in choosing the topic's root), follows the root through the node, and
+ * takes part in the topic's tree on its one link: it keeps what it has
+ * seen, asks (Graft) for what it is told of (IHave), and publishes by
+ * pushing a round-0 Gossip. See docs/wire.md, "Pubsub".
  */
 class Chat {
   constructor(peer, name) {
@@ -248,24 +249,22 @@ class Chat {
     this.interest();
   }
 
-  /** The best route to the topic's root: ourselves (we subscribe), or
-   * through the node unless its route goes through us; the smaller root
-   * wins, then the shorter route. */
-  route() {
-    let best = this.subscribed ? { root: this.peer.source, dist: 0, parent: false } : null;
+  /** Our advert: we subscribe, and our route to the root is the node's
+   * plus one hop ("no route" until the node has one). */
+  advert() {
+    if (!this.subscribed) return NO_ADVERT;
     const a = this.heard;
-    if (!a.parent && a.dist < NO_ROOT - 1) {
-      const r = { root: a.root, dist: a.dist + 1, parent: true };
-      if (!best || r.root < best.root || (r.root === best.root && r.dist < best.dist)) best = r;
-    }
-    return best;
+    return a.dist < NO_ROOT - 1
+      ? { root: a.root, dist: a.dist + 1, parent: true, member: true }
+      : { root: 0n, dist: NO_ROOT, parent: false, member: true };
   }
 
-  /** Sends our advert if it changed. */
-  interest() {
-    const r = this.route();
-    const advert = r ? { ...r, member: this.subscribed } : NO_ADVERT;
-    if (sameAdvert(advert, this.told)) return;
+  /** Sends our advert when it changed, or (`again`) when the node's came:
+   * a node that lost ours gets it back, and as the node answers only
+   * changes, this does not loop. */
+  interest(again = false) {
+    const advert = this.advert();
+    if (!again && sameAdvert(advert, this.told)) return;
     this.told = advert;
     this.peer.send(
       PUBSUB,
@@ -282,7 +281,6 @@ class Chat {
 
   showState() {
     if (this.refused) return;
-    const r = this.route();
     const state = !this.subscribed
       ? "joining"
       : this.heard.member
@@ -291,7 +289,7 @@ class Chat {
     document.body.dataset.chat = state;
     $("chat-state").textContent =
       state === "member"
-        ? `in ${this.name}'s tree through ${this.peer.node}; root ${r ? nodeHex(r.root) : "?"}`
+        ? `in ${this.name}'s tree through ${this.peer.node}; root ${nodeHex(this.heard.root)}`
         : `subscribed to ${this.name}; no other subscriber reachable yet`;
   }
 
@@ -301,6 +299,7 @@ class Chat {
       case 0n: {
         // Interest: per topic, the node's advert.
         const n = Number(readVarint(p, at));
+        let ours = false;
         for (let k = 0; k < n; k++) {
           const topic = readVarint(p, at);
           const advert = {
@@ -309,10 +308,13 @@ class Chat {
             parent: readBool(p, at),
             member: readBool(p, at),
           };
-          if (topic === this.topic) this.heard = advert;
+          if (topic === this.topic) {
+            this.heard = advert;
+            ours = true;
+          }
         }
         // Before the node took us as its leaf it would not listen.
-        if (this.subscribed) this.interest();
+        if (this.subscribed) this.interest(ours);
         this.showState();
         return;
       }
@@ -348,20 +350,10 @@ class Chat {
         // leaf has nothing to change.
         return;
       }
-      case 2n: {
-        // Up { topic, id, hops, payload }: the node hands a publication up
-        // to us, its way to the topic's root. Ours now: acknowledge it.
-        const topic = readVarint(p, at);
-        const author = readVarint(p, at);
-        const seq = readVarint(p, at);
-        const hops = readByte(p, at);
-        const payload = readBytes(p, at);
-        this.peer.send(PUBSUB, concat(varint(3), varint(author), varint(seq)));
-        if (topic === this.topic) this.deliver(author, seq, hops, payload);
-        return;
-      }
       default:
-        return; // UpAck: we keep no Up of our own
+        // Up, UpAck: they travel towards a topic's root, and no route
+        // to a root goes through a leaf.
+        return;
     }
   }
 

@@ -195,7 +195,7 @@ impl Behaviour {
             self.active.len(),
             self.config.active_size
         );
-        self.announce(agent, NeighborEvent::Up { node, conn });
+        self.announce(agent, self.up(node, conn));
     }
 
     fn announce(&self, agent: &mut Agent<'_>, ev: NeighborEvent) {
@@ -549,20 +549,36 @@ impl Behaviour {
     }
 
     fn on_join(&mut self, agent: &mut Agent<'_>, from: NodeId, addrs: Vec<Address>) {
-        self.stats.joins += 1;
         if addrs.is_empty() && !self.active.contains_key(&from) {
             self.add_leaf(agent, from);
             return;
         }
+        self.stats.joins += 1;
         let known = self.active.contains_key(&from);
         self.add_active(agent, from, addrs.clone());
         if known {
             return;
         }
-        // The joiner knows nobody else yet: a sample of the peers we know
-        // fills its passive view at once (as a shuffle answer would), so
-        // losing its first neighbours does not leave it with no one to
-        // promote. In a small swarm that is the whole swarm.
+        self.send_sample(agent, from);
+        let peer = PeerInfo {
+            node: from,
+            addrs: clean(addrs),
+        };
+        let others: Vec<NodeId> = self.active.keys().copied().filter(|n| *n != from).collect();
+        for n in others {
+            let msg = Message::ForwardJoin {
+                peer: peer.clone(),
+                ttl: self.config.arwl,
+            };
+            self.send(agent, n, msg);
+        }
+    }
+
+    /// The joiner knows nobody else yet: a sample of the peers we know
+    /// fills its passive view at once (as a shuffle answer would), so
+    /// losing its first neighbours does not leave it with no one to
+    /// promote. In a small swarm that is the whole swarm.
+    fn send_sample(&mut self, agent: &mut Agent<'_>, from: NodeId) {
         let mut known: Vec<PeerInfo> = self
             .active
             .iter()
@@ -582,52 +598,56 @@ impl Behaviour {
             };
             self.send(agent, from, msg);
         }
-        let peer = PeerInfo {
-            node: from,
-            addrs: clean(addrs),
-        };
-        let others: Vec<NodeId> = self.active.keys().copied().filter(|n| *n != from).collect();
-        for n in others {
-            let msg = Message::ForwardJoin {
-                peer: peer.clone(),
-                ttl: self.config.arwl,
-            };
-            self.send(agent, n, msg);
-        }
     }
 
     /// A peer that joined with no address: nobody can dial it, so no walk
     /// spreads it and no shuffle passes it on. It becomes a neighbour of
     /// this node alone (for the trees built on membership), outside the
     /// active view's bound, if there is room among the leaves; either way
-    /// the answer tells it.
+    /// the answer tells it. A leaf that can dial (a native node with no
+    /// listen address) also gets a sample of peers, as any joiner does.
     fn add_leaf(&mut self, agent: &mut Agent<'_>, node: NodeId) {
         let Some(conn) = self.conn(node) else {
             return;
         };
-        let known = self.leaves.contains(&node);
-        let accepted = known || self.leaves.len() < self.config.max_leaves;
-        self.send(agent, node, Message::NeighborReply { accepted });
-        if !accepted {
-            self.stats.refusals += 1;
-            log::info!(
-                "node {}: membership: {node} joined with no address, and {} leaves are here already: refused",
-                agent.local_node(),
-                self.config.max_leaves
-            );
+        if self.leaves.contains(&node) {
+            // Asked again: the same answer, and nothing new to announce.
+            self.send(agent, node, Message::NeighborReply { accepted: true });
             return;
         }
-        if !known {
-            self.leaves.insert(node);
-            self.stats.leaves += 1;
-            log::debug!(
-                "node {}: membership: {node} is a leaf ({} of {})",
-                agent.local_node(),
-                self.leaves.len(),
-                self.config.max_leaves
-            );
+        let accepted = self.leaves.len() < self.config.max_leaves;
+        self.send(agent, node, Message::NeighborReply { accepted });
+        if !accepted {
+            self.stats.leaves_refused += 1;
+            if self.stats.leaves_refused.is_power_of_two() {
+                log::warn!(
+                    "node {}: membership: {} leaves are here already; {node} refused ({} refused so far)",
+                    agent.local_node(),
+                    self.config.max_leaves,
+                    self.stats.leaves_refused
+                );
+            }
+            return;
         }
-        self.announce(agent, NeighborEvent::Up { node, conn });
+        self.leaves.insert(node);
+        self.stats.leaves += 1;
+        log::debug!(
+            "node {}: membership: {node} is a leaf ({} of {})",
+            agent.local_node(),
+            self.leaves.len(),
+            self.config.max_leaves
+        );
+        self.send_sample(agent, node);
+        self.announce(agent, self.up(node, conn));
+    }
+
+    /// The event that says `node` is a neighbour on `conn`.
+    fn up(&self, node: NodeId, conn: ConnId) -> NeighborEvent {
+        NeighborEvent::Up {
+            node,
+            conn,
+            leaf: self.leaves.contains(&node),
+        }
     }
 
     /// `node` is no longer a leaf (it left, or its connection closed).
@@ -699,6 +719,11 @@ impl Behaviour {
             let addrs = ask.map(|a| a.addrs).unwrap_or_default();
             self.add_active(agent, from, addrs);
         } else {
+            if ask.is_none() && self.active.contains_key(&from) {
+                // We joined it with no address, and it has no room for
+                // another leaf: it is no neighbour of ours after all.
+                self.remove_active(agent, from, false);
+            }
             let until = agent.now() + self.config.shuffle_interval;
             self.refused.insert(from, until);
             self.close_if_unused(agent, from);
@@ -833,13 +858,7 @@ impl NetworkBehavior for Behaviour {
         } else if self.active.contains_key(&node) || self.leaves.contains(&node) {
             // A newer connection to a neighbour (it may have restarted):
             // from now on it is the one to use.
-            self.announce(
-                agent,
-                NeighborEvent::Up {
-                    node,
-                    conn: info.conn,
-                },
-            );
+            self.announce(agent, self.up(node, info.conn));
         } else if info.direction == Direction::Outgoing && (info.dialled_by.is_none() || mine) {
             // A connection the node opened but no other behaviour did (a
             // bootstrap peer, an application dial, membership's own redial
@@ -875,7 +894,7 @@ impl NetworkBehavior for Behaviour {
             Some(conn) => {
                 if self.active.contains_key(&node) || self.leaves.contains(&node) {
                     // Still reachable on another connection.
-                    self.announce(agent, NeighborEvent::Up { node, conn });
+                    self.announce(agent, self.up(node, conn));
                 }
             }
             None => {

@@ -58,13 +58,15 @@
 //! A peer that joins with no address (a browser: nothing can dial it) is
 //! a **leaf** of its contact: the contact answers `NeighborReply`
 //! (accepted, or refused past `max_leaves`) and announces it as a
-//! neighbour (a [`NeighborEvent`]), so broadcast and pubsub trees reach
-//! it, but it is in neither view and no walk or shuffle passes it on:
-//! nobody else could dial it. It does not count towards `active_size`,
-//! and it is forgotten when its connection closes.
+//! neighbour marked `leaf` (a [`NeighborEvent`]), which pubsub takes (a
+//! member leaf counts as a subscription of its contact's) and broadcast
+//! and gossip leave out; but it is in neither view and no walk or shuffle
+//! passes it on: nobody else could dial it. It does not count towards
+//! `active_size`, and it is forgotten when its connection closes. A
+//! joiner that is refused as a leaf drops the contact from its own view.
 //!
 //! # Neighbours for other behaviours
-//! Every change of the active view is published to the node's other
+//! Every change of the active view (and of the leaves) is published to the node's other
 //! behaviours as a [`NeighborEvent`] (`Up` with the connection, `Down`):
 //! [`broadcast`](crate::broadcast) and [`pubsub`](crate::pubsub) build
 //! their trees on it. It is also emitted to the application as [`Event`].
@@ -211,6 +213,11 @@ pub enum NeighborEvent {
         node: NodeId,
         /// Its connection.
         conn: ConnId,
+        /// It is this node's leaf (see [Leaves](self#leaves)): a neighbour
+        /// of this node alone that may speak only some protocols (the
+        /// browser page speaks pubsub, not broadcast or gossip). Pubsub
+        /// takes leaves as neighbours; broadcast and gossip do not.
+        leaf: bool,
     },
     /// `node` left the active view.
     Down {
@@ -224,8 +231,9 @@ pub type Event = NeighborEvent;
 
 /// Counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
-    /// Joins handled as a contact.
+    /// Joins handled as a contact (leaves not counted).
     pub joins: u64,
     /// Passive peers promoted to active.
     pub promotions: u64,
@@ -245,6 +253,8 @@ pub struct Stats {
     pub recalls: u64,
     /// Leaves taken (peers that joined with no address).
     pub leaves: u64,
+    /// Leaves refused (`max_leaves` reached).
+    pub leaves_refused: u64,
 }
 
 /// Membership's RPCs.

@@ -39,6 +39,10 @@ struct TopicState {
     heard: BTreeMap<NodeId, Advert>,
     /// What we last told each neighbour.
     told: BTreeMap<NodeId, Advert>,
+    /// Membership's leaves that subscribe (their adverts say `member`): a
+    /// leaf takes no part in choosing the root, so it cannot move or
+    /// capture it; this node subscribes for it.
+    leaf_members: BTreeSet<NodeId>,
     /// The tree among member neighbours (kept while this node is a member).
     tree: Plumtree<Bytes>,
 }
@@ -57,7 +61,7 @@ impl TopicState {
     /// then the smallest neighbour id; never through a neighbour whose own
     /// route goes through us.
     fn route(&self, me: NodeId) -> Option<Route> {
-        let mut best = self.subscribed.then_some(Route {
+        let mut best = self.subscribes().then_some(Route {
             root: me,
             dist: 0,
             parent: None,
@@ -83,8 +87,13 @@ impl TopicState {
         self.heard.values().any(|a| a.parent && a.member)
     }
 
+    /// This node subscribes, itself or for a leaf.
+    fn subscribes(&self) -> bool {
+        self.subscribed || !self.leaf_members.is_empty()
+    }
+
     fn member(&self) -> bool {
-        self.subscribed || self.has_member_child()
+        self.subscribes() || self.has_member_child()
     }
 
     fn advert_to(&self, me: NodeId, n: NodeId) -> Advert {
@@ -108,12 +117,13 @@ impl TopicState {
             .iter()
             .filter(|(_, a)| a.member)
             .map(|(n, _)| *n)
+            .chain(self.leaf_members.iter().copied())
             .collect()
     }
 
     /// Nothing left to know or say about it.
     fn idle(&self) -> bool {
-        !self.subscribed
+        !self.subscribes()
             && self.heard.values().all(|a| a.dist >= NO_ROOT && !a.member)
             && self.told.values().all(|a| *a == Advert::NONE)
     }
@@ -132,6 +142,7 @@ pub struct Behaviour {
     next_seq: u64,
     forged: u64,
     topics_refused: u64,
+    leaf_topics_refused: u64,
     /// `Up`s not acknowledged yet (bounded by `Config::max_pending_up`).
     pending_up: BTreeMap<MsgId, PendingUp>,
     up_armed: bool,
@@ -142,7 +153,7 @@ impl Behaviour {
     /// A pubsub behaviour with these settings.
     pub fn new(config: Config) -> Self {
         Behaviour {
-            hood: Neighbourhood::new(config.neighbours),
+            hood: Neighbourhood::with_leaves(config.neighbours),
             config,
             topics: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -151,6 +162,7 @@ impl Behaviour {
             next_seq: 0,
             forged: 0,
             topics_refused: 0,
+            leaf_topics_refused: 0,
             pending_up: BTreeMap::new(),
             up_armed: false,
             up_given_up: 0,
@@ -181,6 +193,7 @@ impl Behaviour {
             topics: self.topics.len(),
             forged: self.forged,
             topics_refused: self.topics_refused,
+            leaf_topics_refused: self.leaf_topics_refused,
             ups_pending: self.pending_up.len(),
             ups_given_up: self.up_given_up,
             ..Stats::default()
@@ -222,6 +235,7 @@ impl Behaviour {
                     subscribed: false,
                     heard: BTreeMap::new(),
                     told: BTreeMap::new(),
+                    leaf_members: BTreeSet::new(),
                     tree: Plumtree::new(me, self.config.tree.clone()),
                 },
             );
@@ -311,6 +325,7 @@ impl Behaviour {
             if let Some(t) = self.topics.get_mut(&topic) {
                 t.heard.remove(&node);
                 t.told.remove(&node);
+                t.leaf_members.remove(&node);
             }
             self.changed(agent, topic);
         }
@@ -498,6 +513,46 @@ impl Behaviour {
     }
 }
 
+impl Behaviour {
+    /// A leaf's advert: only whether it subscribes counts (see
+    /// `TopicState::leaf_members`), for at most `max_leaf_topics` topics.
+    fn leaf_interest(&mut self, agent: &mut Agent<'_>, leaf: NodeId, topic: Topic, member: bool) {
+        let me = agent.local_node();
+        let has = self
+            .topics
+            .get(&topic)
+            .is_some_and(|t| t.leaf_members.contains(&leaf));
+        if member == has {
+            return;
+        }
+        if member {
+            let held = self
+                .topics
+                .values()
+                .filter(|t| t.leaf_members.contains(&leaf))
+                .count();
+            if held >= self.config.max_leaf_topics {
+                self.leaf_topics_refused += 1;
+                if self.leaf_topics_refused.is_power_of_two() {
+                    log::warn!(
+                        "node {me}: pubsub: leaf {leaf} subscribes to {held} topics already; {topic} ignored"
+                    );
+                }
+                return;
+            }
+        }
+        let Some(t) = self.topic(me, topic) else {
+            return;
+        };
+        if member {
+            t.leaf_members.insert(leaf);
+        } else {
+            t.leaf_members.remove(&leaf);
+        }
+        self.changed(agent, topic);
+    }
+}
+
 impl NetworkBehavior for Behaviour {
     type Msg = Message;
     type Handler = NoHandler<Message>;
@@ -550,6 +605,12 @@ impl NetworkBehavior for Behaviour {
             return;
         }
         match msg.msg {
+            Message::Interest(adverts) if self.hood.is_leaf(&from) => {
+                for (topic, advert) in adverts {
+                    self.leaf_interest(agent, from, topic, advert.member);
+                }
+                self.run(agent);
+            }
             Message::Interest(adverts) => {
                 for (topic, advert) in adverts {
                     let known = self.topics.contains_key(&topic);

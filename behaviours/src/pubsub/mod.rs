@@ -23,7 +23,12 @@
 //! overlay heals, the vector re-converges, branches are grafted).
 //!
 //! Neighbours come from [`membership`](crate::membership) by default (see
-//! [`broadcast::Neighbours`](crate::broadcast::Neighbours)).
+//! [`broadcast::Neighbours`](crate::broadcast::Neighbours)), its leaves
+//! (browsers) included. A leaf takes no part in choosing a topic's root:
+//! of its advert only `member` counts, and a node with a member leaf
+//! subscribes for it (roots stay among the nodes that can be dialled, and
+//! a page that comes and goes, or claims a small id, cannot move one). A
+//! leaf routes through its node, and the tree reaches it on that link.
 //!
 //! # Messages ([`Message`])
 //! `Interest` (per-topic adverts, only what changed, batched for
@@ -76,6 +81,7 @@ pub struct Config {
     pub(crate) max_payload: usize,
     pub(crate) up_retry: Duration,
     pub(crate) max_pending_up: usize,
+    pub(crate) max_leaf_topics: usize,
 }
 
 impl Default for Config {
@@ -89,6 +95,7 @@ impl Default for Config {
             max_payload: 64 * 1024,
             up_retry: Duration::from_secs(2),
             max_pending_up: 4096,
+            max_leaf_topics: 16,
         }
     }
 }
@@ -129,6 +136,13 @@ impl Config {
     /// up (counted in [`Stats::ups_given_up`], logged). Default 4,096.
     pub fn with_max_pending_up(mut self, n: usize) -> Self {
         self.max_pending_up = n.max(1);
+        self
+    }
+    /// Most topics one of membership's leaves (a browser) may subscribe to
+    /// through this node; more are ignored (counted in
+    /// [`Stats::leaf_topics_refused`], logged). Default 16.
+    pub fn with_max_leaf_topics(mut self, n: usize) -> Self {
+        self.max_leaf_topics = n;
         self
     }
     /// Largest payload accepted for publication. Default 64 KiB.
@@ -187,6 +201,7 @@ pub enum Response {
 
 /// Pubsub's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Topics tracked (subscribed, or forwarded for).
     pub topics: usize,
@@ -199,6 +214,8 @@ pub struct Stats {
     pub relaying: usize,
     /// Interest entries ignored past `max_topics`.
     pub topics_refused: u64,
+    /// Leaves' subscriptions ignored past `max_leaf_topics`.
+    pub leaf_topics_refused: u64,
     /// `Up`s (publications on their way to a topic's tree) awaiting
     /// acknowledgement.
     pub ups_pending: usize,

@@ -425,6 +425,31 @@ fn a_leaf_with_no_address_publishes_and_receives_through_its_contact_alone() {
             .all(|c| c.node != leaf || *n == contact));
     }
 
+    // The root is one of the nodes, never the leaf, whatever its id.
+    let root = |sim: &Sim, n: NodeId| {
+        let b = sim.node(n).unwrap().behavior::<Behaviour>().unwrap();
+        b.root(chat, n)
+    };
+    let r = root(&sim, a);
+    assert!(
+        r.is_some() && r != Some(leaf) && r != Some(refused),
+        "{r:?}"
+    );
+    assert_eq!(root(&sim, b), r);
+    assert_eq!(root(&sim, contact), r);
+
+    // A leaf subscribes through its node to 16 topics at most.
+    for i in 0..20 {
+        subscribe(&mut sim, leaf, Topic::new(&format!("t{i}")));
+    }
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    let node = sim.node(contact).unwrap().behavior::<Behaviour>().unwrap();
+    let taken = (0..20)
+        .filter(|i| node.is_member(Topic::new(&format!("t{i}"))))
+        .count();
+    assert_eq!(taken, 15, "chat and 15 more");
+    assert!(node.stats().leaf_topics_refused >= 5);
+
     // Gone when its connection closes.
     sim.kill(leaf);
     sim.run_for(Duration::from_secs(10)).unwrap();
