@@ -419,6 +419,11 @@ async fn a_browser_chats_over_pubsub_through_its_node() {
         .trim_start_matches("node id ")
         .to_string();
 
+    // The far node is linked to the page's node (their adverts follow; a
+    // publication that comes before them is caught up on the link).
+    far.expect("its link to the page's node", |l| {
+        l.starts_with(&format!("connected to {} ", j.node_id))
+    });
     // The page joins its node's overlay as a leaf and subscribes; once the
     // node's advert says it is in the topic's tree, the page publishes.
     let state = j

@@ -124,12 +124,17 @@ impl Neighbourhood {
                 if *leaf && !self.take_leaves {
                     return self.remove(node);
                 }
-                if *leaf {
-                    self.leaves.insert(*node);
+                let was = if *leaf {
+                    !self.leaves.insert(*node)
                 } else {
-                    self.leaves.remove(node);
+                    self.leaves.remove(node)
+                };
+                match self.set(*node, *conn) {
+                    // Same connection, but it changed between leaf and
+                    // neighbour: a behaviour starts over with it.
+                    Change::None if was != *leaf => Change::Replaced(*node, *conn),
+                    change => change,
                 }
-                self.set(*node, *conn)
             }
             Some(NeighborEvent::Down { node }) => self.remove(node),
             None => Change::None,

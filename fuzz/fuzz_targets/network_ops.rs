@@ -75,19 +75,30 @@ fuzz_target!(|data: &[u8]| {
                 // A well-formed header around arbitrary payload bytes.
                 let len = arg as usize;
                 let payload: Vec<u8> = it.by_ref().take(len).collect();
+                let Some(c) = pick(&conns) else {
+                    continue;
+                };
+                let rule = match arg % 4 {
+                    0 => RouteRule::Direct,
+                    1 => RouteRule::Node(NodeId(u64::from(arg % 4))),
+                    2 => RouteRule::Closest(NodeId(u64::from(arg))),
+                    _ => RouteRule::Service,
+                };
+                // A one-hop message names its sender (the core closes a
+                // connection whose direct messages name another node).
+                let peer = net.connections().find(|i| i.conn == c).map(|i| i.node);
+                let source = match (rule, peer) {
+                    (RouteRule::Direct, Some(p)) => p,
+                    _ => NodeId(u64::from(arg % 5)),
+                };
                 let h = Header {
                     service: ServiceId(if arg % 3 == 0 { 9 } else { 7 }),
-                    rule: match arg % 4 {
-                        0 => RouteRule::Direct,
-                        1 => RouteRule::Node(NodeId(u64::from(arg % 4))),
-                        2 => RouteRule::Closest(NodeId(u64::from(arg))),
-                        _ => RouteRule::Service,
-                    },
+                    rule,
                     ttl: arg % 4,
-                    source: NodeId(u64::from(arg % 5)),
+                    source,
                     unreliable: arg % 2 == 0,
                 };
-                if let (Some(c), Ok(f)) = (pick(&conns), Frame::encode(&h, &payload)) {
+                if let Ok(f) = Frame::encode(&h, &payload) {
                     net.handle_frame(now, c, &f);
                 }
             }

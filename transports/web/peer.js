@@ -290,7 +290,7 @@ class Chat {
     $("chat-state").textContent =
       state === "member"
         ? `in ${this.name}'s tree through ${this.peer.node}; root ${nodeHex(this.heard.root)}`
-        : `subscribed to ${this.name}; no other subscriber reachable yet`;
+        : `subscribed to ${this.name}; waiting for ${this.peer.node} to take us into the topic's tree`;
   }
 
   onMessage(p) {

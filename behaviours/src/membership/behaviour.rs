@@ -719,11 +719,6 @@ impl Behaviour {
             let addrs = ask.map(|a| a.addrs).unwrap_or_default();
             self.add_active(agent, from, addrs);
         } else {
-            if ask.is_none() && self.active.contains_key(&from) {
-                // We joined it with no address, and it has no room for
-                // another leaf: it is no neighbour of ours after all.
-                self.remove_active(agent, from, false);
-            }
             let until = agent.now() + self.config.shuffle_interval;
             self.refused.insert(from, until);
             self.close_if_unused(agent, from);

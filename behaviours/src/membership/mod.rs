@@ -62,8 +62,9 @@
 //! member leaf counts as a subscription of its contact's) and broadcast
 //! and gossip leave out; but it is in neither view and no walk or shuffle
 //! passes it on: nobody else could dial it. It does not count towards
-//! `active_size`, and it is forgotten when its connection closes. A
-//! joiner that is refused as a leaf drops the contact from its own view.
+//! `active_size`, and it is forgotten when its connection closes. A leaf
+//! also gets the sample of peers any joiner gets (a native node with no
+//! listen address can dial them; a browser ignores it).
 //!
 //! # Neighbours for other behaviours
 //! Every change of the active view (and of the leaves) is published to the node's other

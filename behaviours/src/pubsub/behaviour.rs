@@ -390,10 +390,10 @@ impl Behaviour {
     ) {
         let me = agent.local_node();
         let now = agent.now();
-        let Some(t) = self.topic(me, topic) else {
-            return;
-        };
-        if t.member() {
+        // No state is made for a topic this node does not track: a
+        // publication of an unknown topic waits for a route (bounded by
+        // `max_pending_up`) without taking one of `max_topics`.
+        if let Some(t) = self.topics.get_mut(&topic).filter(|t| t.member()) {
             if from == me {
                 t.tree.broadcast(now, id, payload);
             } else {

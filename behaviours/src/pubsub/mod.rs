@@ -95,7 +95,7 @@ impl Default for Config {
             max_payload: 64 * 1024,
             up_retry: Duration::from_secs(2),
             max_pending_up: 4096,
-            max_leaf_topics: 16,
+            max_leaf_topics: 4,
         }
     }
 }
@@ -140,7 +140,8 @@ impl Config {
     }
     /// Most topics one of membership's leaves (a browser) may subscribe to
     /// through this node; more are ignored (counted in
-    /// [`Stats::leaf_topics_refused`], logged). Default 16.
+    /// [`Stats::leaf_topics_refused`], logged). Default 4 (the page uses
+    /// one; with membership's 64 leaves, 256 of `max_topics`' 1,024).
     pub fn with_max_leaf_topics(mut self, n: usize) -> Self {
         self.max_leaf_topics = n;
         self
