@@ -252,16 +252,13 @@ struct Joined {
     peer: Browser,
 }
 
-/// The node example with its web endpoint, on loopback, with `extra`
-/// flags: the process, its id, its web address (no trailing slash), and
-/// its `--seed` for other nodes (`<id>@quic://…`).
-fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String, String) {
+/// The node example on loopback (QUIC and WebRTC), with `extra` flags:
+/// the process and its id.
+fn start_node(tag: &str, extra: &[&str]) -> (Proc, String) {
     let key = temp_dir(tag).join("node.key");
     let mut args = vec![
         "--listen",
         "quic://127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
         "--webrtc-udp",
         "127.0.0.1:0",
         "--status-every",
@@ -271,10 +268,20 @@ fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String, String) {
     ];
     args.extend_from_slice(extra);
     let node = Proc::start("node", &args);
-    let node_id = node
+    let id = node
         .expect("its id", |l| l.starts_with("node id "))
         .trim_start_matches("node id ")
         .to_string();
+    (node, id)
+}
+
+/// The node example with its web endpoint, with `extra` flags: the
+/// process, its id, its web address (no trailing slash), and its `--seed`
+/// for other nodes (`<id>@quic://…`).
+fn web_node(tag: &str, extra: &[&str]) -> (Proc, String, String, String) {
+    let mut args = vec!["--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (node, node_id) = start_node(tag, &args);
     let line = node.expect("its QUIC address", |l| {
         l.starts_with("listening on quic://")
     });
@@ -394,18 +401,9 @@ async fn a_browser_chats_over_pubsub_through_its_node() {
         &["--behaviours", "ping,membership,pubsub"],
     )
     .await;
-    let key = temp_dir("browser-chat-far").join("node.key");
-    let mut far = Proc::start(
-        "node",
+    let (mut far, far_id) = start_node(
+        "browser-chat-far",
         &[
-            "--listen",
-            "quic://127.0.0.1:0",
-            "--webrtc-udp",
-            "127.0.0.1:0",
-            "--status-every",
-            "0",
-            "--key-file",
-            key.to_str().unwrap(),
             "--behaviours",
             "ping,membership,pubsub",
             "--subscribe",
@@ -414,10 +412,6 @@ async fn a_browser_chats_over_pubsub_through_its_node() {
             &j.seed,
         ],
     );
-    let far_id = far
-        .expect("its id", |l| l.starts_with("node id "))
-        .trim_start_matches("node id ")
-        .to_string();
 
     // The far node is linked to the page's node (their adverts follow; a
     // publication that comes before them is caught up on the link).
